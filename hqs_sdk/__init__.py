@@ -1,0 +1,66 @@
+"""hqs-sdk: run named, versioned tasks on local processes, a REST service or Slurm.
+
+Example::
+
+    from hqs_sdk import run_many, scoped_config
+    from hqs_sdk_example import hello
+
+    print(hello("world"))
+    with scoped_config(vcpu=1, timeout_minutes=5):
+        print(run_many([hello.bind(n) for n in ("a", "b", "c")]))
+
+Names are imported on first use, so ``import hqs_sdk`` stays cheap (a worker imports it
+before every task).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "CacheMode": "hqs_sdk.models",
+    "Execution": "hqs_sdk.runner",
+    "ExecutionState": "hqs_sdk.models",
+    "FileRef": "hqs_sdk.fileref",
+    "Task": "hqs_sdk.tasks",
+    "TaskCall": "hqs_sdk.tasks",
+    "TaskExecutionRequest": "hqs_sdk.models",
+    "TaskExecutionResponse": "hqs_sdk.models",
+    "current_config": "hqs_sdk.config",
+    "global_config": "hqs_sdk.config",
+    "hookimpl": "hqs_sdk.hookspecs",
+    "progress": "hqs_sdk.task_progress",
+    "run": "hqs_sdk.runner",
+    "run_async": "hqs_sdk.runner",
+    "run_many": "hqs_sdk.runner",
+    "scoped_config": "hqs_sdk.config",
+    "submit": "hqs_sdk.runner",
+    "task": "hqs_sdk.tasks",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from hqs_sdk.config import current_config, global_config, scoped_config
+    from hqs_sdk.fileref import FileRef
+    from hqs_sdk.hookspecs import hookimpl
+    from hqs_sdk.models import CacheMode, ExecutionState, TaskExecutionRequest, TaskExecutionResponse
+    from hqs_sdk.task_progress import progress
+    from hqs_sdk.runner import Execution, run, run_async, run_many, submit
+    from hqs_sdk.tasks import Task, TaskCall, task
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hqs_sdk' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,101 @@
+"""What a backend plugin implements: :class:`Backend`, its configuration base and its spec."""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
+
+__all__ = ["Backend", "BackendConfiguration", "BackendSpec", "BackendStatus", "Handle"]
+
+Handle = Any
+"""A backend's JSON-able reference to one execution; stored in the cache for re-attach."""
+
+
+@attrs.frozen
+class BackendConfiguration:
+    """Base of every backend configuration class (frozen attrs classes with validators)."""
+
+
+@attrs.frozen
+class BackendStatus:
+    """One execution's state as reported by :meth:`Backend.states`."""
+
+    state: ExecutionState
+    progress: Progress | None = None
+    message: str = ""
+
+
+class Backend(abc.ABC):
+    """Runs task executions somewhere.
+
+    One instance exists per configuration per client process, shared by all its threads, so
+    implementations must be thread-safe. The client polls; the backend never calls back.
+
+    Contract (checked by :class:`hqs_sdk.testing.BackendContract`):
+
+    - :meth:`submit` is idempotent per ``request.execution_id``: submitting the same request
+      again returns a handle to the same execution and never starts a second one. The client
+      relies on this to survive a kill between submitting and recording the handle.
+    - :meth:`states` reports on many handles in one call (one round trip for remote backends).
+    - Transient failures raise :class:`~hqs_sdk.errors.BackendUnavailableError` (the client
+      retries); permanent refusals raise :class:`~hqs_sdk.errors.BackendRejectedError`.
+    """
+
+    #: Shortest and longest pause between two polling rounds, in seconds.
+    poll_interval_min: ClassVar[float] = 0.05
+    poll_interval_max: ClassVar[float] = 5.0
+    #: How long transient errors are retried before the client gives up waiting.
+    retry_seconds: ClassVar[float] = 120.0
+
+    def __init__(self, config: BackendConfiguration) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def submit(self, request: TaskExecutionRequest) -> Handle:
+        """Start the execution (or find it, if this ``execution_id`` was submitted before)."""
+
+    def submit_many(self, requests: Sequence[TaskExecutionRequest]) -> list[Handle]:
+        """Submit several requests; override to batch (e.g. one Slurm job array)."""
+        return [self.submit(request) for request in requests]
+
+    @abc.abstractmethod
+    def states(self, handles: Sequence[Handle]) -> list[BackendStatus]:
+        """Report the state of every handle, in order, in as few round trips as possible."""
+
+    @abc.abstractmethod
+    def fetch(self, handle: Handle) -> TaskExecutionResponse:
+        """Return the response of a finished execution."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: Handle) -> None:
+        """Stop the execution; its response then has the state CANCELLED."""
+
+    def wait(self, handles: Sequence[Handle], timeout: float, wake: threading.Event) -> None:
+        """Block until something may have changed, ``timeout`` passed or ``wake`` is set.
+
+        The default sleeps; a backend that can be notified (e.g. of a process exit) returns
+        early so results arrive without polling latency.
+        """
+        wake.wait(timeout)
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
+        """Release connections and other resources."""
+
+
+@attrs.frozen
+class BackendSpec:
+    """What a backend plugin registers through ``hqs_sdk_backends``.
+
+    ``name`` is what users and the cache know the backend by (``"local"``).
+    """
+
+    name: str
+    configuration_class: type[BackendConfiguration]
+    backend_class: type[Backend]
+    description: str = ""

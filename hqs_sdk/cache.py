@@ -1,0 +1,193 @@
+"""What a cache plugin implements: :class:`Cache`, its configuration base and its spec.
+
+Also the JSON codec every cache uses for :class:`~hqs_sdk.models.CacheEntry` records, the
+default cache location, and :func:`open_cache`, which plugins such as ``chained`` use to open
+other caches by configuration without knowing their implementation.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+import attrs
+
+from hqs_sdk.errors import CacheCorruptError
+from hqs_sdk.models import CacheEntry, CacheMode
+
+__all__ = [
+    "Cache",
+    "CacheConfiguration",
+    "CacheConfigurationMemory",
+    "CacheSpec",
+    "MemoryCache",
+    "decode_entry",
+    "default_cache_path",
+    "encode_entry",
+    "open_cache",
+]
+
+
+@attrs.define
+class CacheConfiguration:
+    """Base of every cache configuration class; ``mode`` is how the cache is used."""
+
+    mode: CacheMode = attrs.field(
+        default=CacheMode.FULLY_CACHED, kw_only=True,
+        validator=attrs.validators.instance_of(CacheMode),
+    )
+
+    def identity(self) -> str:
+        """What makes two configurations open the same storage (everything but ``mode``)."""
+        return repr(attrs.evolve(self, mode=CacheMode.FULLY_CACHED))
+
+    def describe(self) -> str:
+        """A short human description (used in messages), e.g. the file path."""
+        return type(self).__name__
+
+
+class Cache(abc.ABC):
+    """Stores :class:`~hqs_sdk.models.CacheEntry` records by cache key.
+
+    Implementations must be safe for the threads of ``run_many`` and for several processes
+    sharing one store, and must never silently drop an unreadable store: raise
+    :class:`~hqs_sdk.errors.CacheCorruptError` naming the file instead. The contract is checked
+    by :class:`hqs_sdk.testing.CacheContract`.
+    """
+
+    def __init__(self, config: CacheConfiguration) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``, or ``None``."""
+
+    @abc.abstractmethod
+    def put(self, entry: CacheEntry) -> None:
+        """Insert or replace the entry for ``entry.key``; durable when this returns."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove the entry; return whether there was one."""
+
+    @abc.abstractmethod
+    def entries(self) -> Iterator[CacheEntry]:
+        """Iterate over all entries without loading them all into memory at once."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
+        """Release files and connections."""
+
+
+@attrs.frozen
+class CacheSpec:
+    """What a cache plugin registers through ``hqs_sdk_caches``."""
+
+    name: str
+    configuration_class: type[CacheConfiguration]
+    cache_class: type[Cache]
+    description: str = ""
+
+
+def encode_entry(entry: CacheEntry) -> str:
+    """The JSON text of an entry (what caches store)."""
+    from hqs_sdk.serialization import converter
+
+    return json.dumps(converter.unstructure(entry), separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_entry(text: str | bytes, source: str) -> CacheEntry:
+    """Read an entry stored by :func:`encode_entry`; ``source`` names the store in errors."""
+    from hqs_sdk.serialization import converter
+
+    try:
+        return converter.structure(json.loads(text), CacheEntry)
+    except Exception as exc:
+        raise CacheCorruptError(
+            f"an entry in the cache {source} is unreadable ({exc}). Nothing was changed; remove "
+            "the entry with `hqs-sdk cache rm KEY`, or move the file aside to start afresh."
+        ) from exc
+
+
+def default_cache_path(filename: str) -> str:
+    """``filename`` beside the running script, or in the working directory (Jupyter, REPL)."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script and not os.path.basename(script).startswith("ipykernel"):
+        return os.path.join(os.path.dirname(os.path.abspath(script)), filename)
+    return os.path.abspath(filename)
+
+
+# -- the core's own in-process cache ---------------------------------------------------------
+
+
+@attrs.define
+class CacheConfigurationMemory(CacheConfiguration):
+    """A cache that lives only as long as the process; useful in tests and notebooks."""
+
+    name: str = "default"
+
+
+class MemoryCache(Cache):
+    """Entries in a dict; shared by every configuration with the same ``name``."""
+
+    _stores: ClassVar[dict[str, dict[str, str]]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, config: CacheConfiguration) -> None:
+        super().__init__(config)
+        assert isinstance(config, CacheConfigurationMemory)
+        with self._lock:
+            self._store = self._stores.setdefault(config.name, {})
+
+    def get(self, key: str) -> CacheEntry | None:
+        text = self._store.get(key)
+        return None if text is None else decode_entry(text, "in memory")
+
+    def put(self, entry: CacheEntry) -> None:
+        self._store[entry.key] = encode_entry(entry)
+
+    def delete(self, key: str) -> bool:
+        return self._store.pop(key, None) is not None
+
+    def entries(self) -> Iterator[CacheEntry]:
+        for text in list(self._store.values()):
+            yield decode_entry(text, "in memory")
+
+
+_open_caches: dict[tuple[type, str], Cache] = {}
+_open_lock = threading.Lock()
+
+
+def open_cache(config: CacheConfiguration) -> Cache:
+    """The process-wide :class:`Cache` for ``config`` (opened once, reused, closed at exit)."""
+    key = (type(config), config.identity())
+    cache = _open_caches.get(key)
+    if cache is not None:
+        return cache
+    with _open_lock:
+        cache = _open_caches.get(key)
+        if cache is None:
+            from hqs_sdk.plugins import registry
+
+            spec = registry().cache_spec_for(config)
+            cache = spec.cache_class(config)
+            if not _open_caches:
+                import atexit
+
+                atexit.register(close_caches)
+            _open_caches[key] = cache
+    return cache
+
+
+def close_caches() -> None:
+    """Close every cache opened by :func:`open_cache` (also run at interpreter exit)."""
+    with _open_lock:
+        caches = list(_open_caches.values())
+        _open_caches.clear()
+    for cache in caches:
+        cache.close()

@@ -1,0 +1,255 @@
+"""Plugin discovery: the plugin-manager factory and the registry of what plugins provide.
+
+Built-in plugins (local, sqlite, ...) are separate distributions found through the
+``hqs_sdk`` entry-point group, exactly like a third party's. ``HQS_SDK_DISABLE_PLUGINS``
+(comma-separated entry-point names) blocks plugins; a third-party plugin that fails to import
+is skipped with a logged warning; two plugins claiming one name are an error naming both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from hqs_sdk import hookspecs
+from hqs_sdk.errors import PluginConflictError, PluginError, PluginNotFoundError
+
+if TYPE_CHECKING:
+    from hqs_sdk.backend import BackendConfiguration, BackendSpec
+    from hqs_sdk.cache import CacheConfiguration, CacheSpec
+    from hqs_sdk.tasks import Task
+
+__all__ = [
+    "DISABLE_ENV",
+    "PluginInfo",
+    "PluginManager",
+    "Registry",
+    "get_plugin_manager",
+    "registry",
+    "use_plugin_manager",
+]
+
+log = logging.getLogger("hqs_sdk")
+DISABLE_ENV = "HQS_SDK_DISABLE_PLUGINS"
+
+#: Where the configuration classes of the project's own plugins live, for install hints.
+KNOWN_DISTRIBUTIONS: dict[str, str] = {
+    "BackendConfigurationLocal": "hqs-sdk-local",
+    "BackendConfigurationREST": "hqs-sdk-rest",
+    "BackendConfigurationSlurm": "hqs-sdk-slurm",
+    "CacheConfigurationSQLite": "hqs-sdk-sqlite",
+    "CacheConfigurationShelve": "hqs-sdk-shelve",
+    "CacheConfigurationChained": "hqs-sdk-chained",
+    "local": "hqs-sdk-local",
+    "rest": "hqs-sdk-rest",
+    "slurm": "hqs-sdk-slurm",
+    "sqlite": "hqs-sdk-sqlite",
+    "shelve": "hqs-sdk-shelve",
+    "chained": "hqs-sdk-chained",
+}
+
+
+@attrs.frozen
+class PluginInfo:
+    """One discovered plugin: its entry-point name, distribution and what became of it."""
+
+    name: str
+    distribution: str
+    version: str
+    status: str  # "loaded", "blocked" or "failed: <reason>"
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager that also remembers what discovery found (see :attr:`infos`)."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self.infos: list[PluginInfo] = []
+
+
+def _disabled_from_env() -> set[str]:
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+def get_plugin_manager(
+    load_entrypoints: bool = True, disabled: Iterable[str] | None = None
+) -> PluginManager:
+    """Build a fresh plugin manager.
+
+    Args:
+        load_entrypoints: discover plugins in the ``hqs_sdk`` entry-point group.
+        disabled: entry-point names to block; defaults to ``HQS_SDK_DISABLE_PLUGINS``.
+    """
+    from hqs_sdk import _builtin_plugin
+
+    pm = PluginManager()
+    pm.register(_builtin_plugin, name="core")
+    if not load_entrypoints:
+        return pm
+    blocked = set(disabled) if disabled is not None else _disabled_from_env()
+    import importlib.metadata as md
+
+    for ep in sorted(md.entry_points(group=hookspecs.PROJECT_NAME), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        if ep.name in blocked:
+            pm.infos.append(PluginInfo(ep.name, dist, version, "blocked"))
+            continue
+        if pm.has_plugin(ep.name):
+            other = next((i.distribution for i in pm.infos if i.name == ep.name), "?")
+            raise PluginConflictError(
+                f"two plugins are named {ep.name!r}: one from {other}, one from {dist}. "
+                f"Uninstall one, or block it with {DISABLE_ENV}={ep.name}."
+            )
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:
+            log.warning("skipping hqs-sdk plugin %r from %s %s: it failed to load (%s: %s)",
+                        ep.name, dist, version, type(exc).__name__, exc)
+            pm.infos.append(PluginInfo(ep.name, dist, version, f"failed: {exc}"))
+            continue
+        pm.infos.append(PluginInfo(ep.name, dist, version, "loaded"))
+    return pm
+
+
+class Registry:
+    """What the registered plugins provide, indexed by name, with conflicts refused."""
+
+    def __init__(self, pm: PluginManager) -> None:
+        self.plugin_manager = pm
+        self.backends: dict[str, BackendSpec] = self._collect(pm, "hqs_sdk_backends", "backend")
+        self.caches: dict[str, CacheSpec] = self._collect(pm, "hqs_sdk_caches", "cache")
+        self._tasks: dict[str, Task[Any]] | None = None
+        hook = pm.hook.hqs_sdk_on_event
+        self.event_hook: Callable[..., Any] | None = hook if hook.get_hookimpls() else None
+
+    @staticmethod
+    def _collect(pm: PluginManager, hook_name: str, what: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            try:
+                items = list(impl.function() or ())
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc}; fix or block it "
+                    f"with {DISABLE_ENV}={impl.plugin_name}"
+                ) from exc
+            for item in items:
+                name = item.name
+                if name in found and found[name] is not item:
+                    raise PluginConflictError(
+                        f"the {what} name {name!r} is claimed by plugin {owners[name]!r} and by "
+                        f"plugin {impl.plugin_name!r}; block one with {DISABLE_ENV}=<name>"
+                    )
+                found[name] = item
+                owners[name] = impl.plugin_name
+        return found
+
+    @property
+    def tasks(self) -> dict[str, Task[Any]]:
+        """Tasks by name (collected on first use: task packages may import heavy things)."""
+        if self._tasks is None:
+            self._tasks = self._collect(self.plugin_manager, "hqs_sdk_tasks", "task")
+        return self._tasks
+
+    # -- lookups with helpful errors ---------------------------------------------------------
+
+    def backend_spec_for(self, config: BackendConfiguration) -> BackendSpec:
+        """The spec whose configuration class is ``type(config)``."""
+        for spec in self.backends.values():
+            if type(config) is spec.configuration_class:
+                return spec
+        raise PluginNotFoundError(
+            f"no installed backend plugin handles {type(config).__name__}; install the plugin "
+            "that provides it (is it blocked by HQS_SDK_DISABLE_PLUGINS?)"
+        )
+
+    def cache_spec_for(self, config: CacheConfiguration) -> CacheSpec:
+        """The spec whose configuration class is ``type(config)``."""
+        for spec in self.caches.values():
+            if type(config) is spec.configuration_class:
+                return spec
+        raise PluginNotFoundError(
+            f"no installed cache plugin handles {type(config).__name__}; install the plugin "
+            "that provides it (is it blocked by HQS_SDK_DISABLE_PLUGINS?)"
+        )
+
+    def configuration_class(self, class_name: str) -> type:
+        """The configuration class called ``class_name`` of any installed plugin."""
+        for spec in [*self.backends.values(), *self.caches.values()]:
+            if spec.configuration_class.__name__ == class_name:
+                return spec.configuration_class
+        dist = KNOWN_DISTRIBUTIONS.get(class_name)
+        hint = f"`pip install {dist}`" if dist else "install the plugin that provides it"
+        raise PluginNotFoundError(f"no installed hqs-sdk plugin provides {class_name}; {hint}")
+
+    def default_backend_config(self) -> BackendConfiguration:
+        """The local backend's default configuration; an error naming what to install."""
+        spec = self.backends.get("local")
+        if spec is None:
+            installed = ", ".join(sorted(self.backends)) or "none"
+            raise PluginNotFoundError(
+                "no backend is configured and the default backend 'local' is not installed "
+                f"(installed backends: {installed}). Run `pip install hqs-sdk-local`, or set "
+                "global_config.backend to a configuration of an installed backend."
+            )
+        return spec.configuration_class()
+
+    def default_cache_config(self) -> CacheConfiguration:
+        """SQLite beside the script when installed, else the in-process memory cache."""
+        spec = self.caches.get("sqlite")
+        if spec is None:
+            log.info("hqs-sdk-sqlite is not installed: results are cached in memory only")
+            spec = self.caches["memory"]
+        return spec.configuration_class()
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    """The process-wide registry, built from entry points on first use."""
+    global _registry
+    if _registry is None:
+        with _lock:
+            if _registry is None:
+                _registry = Registry(get_plugin_manager())
+    return _registry
+
+
+class use_plugin_manager:
+    """Make ``pm`` the process-wide plugin manager until the block ends (for tests).
+
+    Example::
+
+        pm = get_plugin_manager()
+        pm.register(my_test_plugin, name="my-test-plugin")
+        with use_plugin_manager(pm):
+            ...
+    """
+
+    def __init__(self, pm: PluginManager) -> None:
+        self._pm = pm
+        self._saved: Registry | None = None
+
+    def __enter__(self) -> Registry:
+        global _registry
+        with _lock:
+            self._saved = _registry
+            _registry = Registry(self._pm)
+            return _registry
+
+    def __exit__(self, *exc: object) -> None:
+        global _registry
+        with _lock:
+            _registry = self._saved

@@ -1,0 +1,486 @@
+"""Running task calls: cache lookup by mode, submission, waiting, results written back.
+
+:func:`submit` turns a :class:`~hqs_sdk.tasks.TaskCall` into an :class:`Execution`: from the
+cache (a hit), re-attached (a pending entry), or newly submitted. The cache entry of a new
+execution is written *before* the backend sees it (state CREATED) and updated with the handle
+after; submission is idempotent per execution id, so a client killed at any point neither
+loses nor duplicates an execution.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import threading
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from hqs_sdk import events as ev
+from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
+from hqs_sdk.cache import Cache, open_cache
+from hqs_sdk.config import Configuration, current_config
+from hqs_sdk.errors import (
+    BackendError,
+    BackendRejectedError,
+    ConfigurationError,
+    HqsSdkError,
+    NotInCacheError,
+    TaskCancelledError,
+    TaskError,
+    TaskFailedError,
+    TaskTimedOutError,
+)
+from hqs_sdk.models import (
+    CacheEntry,
+    CacheMode,
+    ExecutionState,
+    TaskExecutionRequest,
+    TaskExecutionResponse,
+)
+from hqs_sdk.polling import PollHub, call_with_retry
+from hqs_sdk.tasks import TaskCall
+
+__all__ = ["Execution", "run", "run_async", "run_many", "submit"]
+
+log = logging.getLogger("hqs_sdk")
+R = TypeVar("R")
+
+_READS = frozenset({CacheMode.FULLY_CACHED, CacheMode.RESTART_FAILED, CacheMode.REATTACH_ONLY})
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- backend instances ---------------------------------------------------------------------
+
+_backends: dict[tuple[type, str], tuple[str, Backend, PollHub]] = {}
+_backends_lock = threading.Lock()
+
+
+def backend_for(config: BackendConfiguration, configuration: Configuration
+                ) -> tuple[str, Backend, PollHub]:
+    """The process-wide backend instance (and its poller) for ``config``."""
+    key = (type(config), repr(config))
+    found = _backends.get(key)
+    if found is not None:
+        return found
+    with _backends_lock:
+        found = _backends.get(key)
+        if found is None:
+            from hqs_sdk.plugins import registry
+
+            spec = registry().backend_spec_for(config)
+            backend = spec.backend_class(config)
+            found = (spec.name, backend, PollHub(backend, spec.name))
+            _backends[key] = found
+            new = True
+        else:
+            new = False
+    if new:
+        ev.emit(ev.BackendInitializedEvent(backend=found[0], config=config),
+                configuration.callbacks)
+    return found
+
+
+def close_backends() -> None:
+    """Close every backend instance of this process (they are re-created on next use)."""
+    with _backends_lock:
+        items = list(_backends.values())
+        _backends.clear()
+    for _, backend, _ in items:
+        backend.close()
+
+
+# -- the execution handle ------------------------------------------------------------------
+
+
+def _usable(state: ExecutionState, mode: CacheMode) -> tuple[bool, str]:
+    if not state.finished:
+        return True, ""
+    if state is ExecutionState.SUCCEEDED:
+        if mode is CacheMode.REATTACH_ONLY:
+            return False, "REATTACH_ONLY runs finished executions again"
+        return True, ""
+    if mode is CacheMode.FULLY_CACHED:
+        return True, ""
+    return False, f"{mode.name} runs {state.value} executions again"
+
+
+class Execution(Generic[R]):
+    """One task execution: taken from the cache, re-attached to, or newly submitted.
+
+    ``result()`` waits and returns the output (or raises the task's error); ``status()`` is
+    the last known state; ``cancel()`` asks the backend to stop it.
+    """
+
+    def __init__(self, call: TaskCall[R], entry: CacheEntry, *, configuration: Configuration,
+                 cache: Cache | None, backend: Backend | None, from_cache: bool) -> None:
+        self.call = call
+        self._entry = entry
+        self._configuration = configuration
+        self._cache = cache
+        self._backend = backend
+        self.from_cache = from_cache
+        self._future: Future[TaskExecutionResponse] = Future()
+        self._lock = threading.Lock()
+        if entry.response is not None:
+            self._future.set_result(entry.response)
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def cache_key(self) -> str:
+        """The cache key of this call."""
+        return self.call.cache_key
+
+    @property
+    def request(self) -> TaskExecutionRequest:
+        """The request as submitted."""
+        return self._entry.request
+
+    @property
+    def handle(self) -> Handle:
+        """The backend's reference to the execution."""
+        return self._entry.handle
+
+    def status(self) -> ExecutionState:
+        """The last known state (updated by polling while someone waits)."""
+        return self._entry.state
+
+    def done(self) -> bool:
+        """True once the execution finished (or waiting for it failed)."""
+        return self._future.done()
+
+    def response(self, timeout: float | None = None) -> TaskExecutionResponse:
+        """Wait for and return the full response (output or error, log tail, metrics)."""
+        try:
+            return self._future.result(timeout)
+        except FutureTimeout:
+            raise TimeoutError(
+                f"task {self.call.task.name!r} is still {self._entry.state.value} after "
+                f"{timeout} s; call result() again, or re-run the script later to re-attach"
+            ) from None
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait and return the output; raise :class:`TaskError` if the task did not succeed."""
+        response = self.response(timeout)
+        return self._outcome(response)
+
+    def cancel(self) -> None:
+        """Stop the execution (no effect once it finished)."""
+        if self._future.done() or self._backend is None or self._entry.handle is None:
+            return
+        call_with_retry(self._backend, f"cancelling {self.call.task.name}",
+                        self._backend.cancel, self._entry.handle)
+
+    def __repr__(self) -> str:
+        return f"<Execution {self.cache_key} {self._entry.state.value}>"
+
+    # -- outcome ----------------------------------------------------------------------------
+
+    def _outcome(self, response: TaskExecutionResponse) -> R:
+        task = self.call.task
+        if response.state is ExecutionState.SUCCEEDED:
+            from hqs_sdk.tasks import _structure
+
+            annotation = task.output_type
+            if annotation is Any or type(response.output) is annotation:
+                return response.output  # type: ignore[no-any-return]
+            return _structure(response.output, annotation,  # type: ignore[no-any-return]
+                              f"the output of task {task.name!r}")
+        raise _task_error(task.name, self.cache_key, response, self.from_cache)
+
+    # -- watcher protocol (called by the PollHub thread) -------------------------------------
+
+    def on_status(self, status: BackendStatus) -> None:
+        with self._lock:
+            previous = self._entry.state
+            if status.state is not previous and not status.state.finished:
+                self._entry = attrs.evolve(self._entry, state=status.state, updated_at=_now())
+                self._write()
+        if status.progress is not None:
+            self._emit(ev.ProgressEvent(request=self.request, backend=self._entry.backend,
+                                        progress=status.progress))
+
+    def on_response(self, response: TaskExecutionResponse) -> None:
+        try:
+            with self._lock:
+                self._entry = attrs.evolve(self._entry, state=response.state, response=response,
+                                           updated_at=_now())
+                self._write()
+        except BaseException as exc:
+            self._future.set_exception(exc)
+            return
+        self._emit(ev.FinishedEvent(request=self.request, backend=self._entry.backend,
+                                    response=response))
+        self._future.set_result(response)
+
+    def on_error(self, error: BaseException) -> None:
+        if isinstance(error, BackendError):
+            error = type(error)(
+                f"{error}\nWaiting for task {self.call.task.name!r} stopped; the execution may "
+                "still be running. Re-run the script to re-attach to it: its handle is in the "
+                "cache."
+            )
+        self._future.set_exception(error)
+
+    def _write(self) -> None:
+        if self._cache is None:
+            return
+        self._cache.put(self._entry)
+        self._emit(ev.CacheWriteEvent(request=self.request, backend=self._entry.backend,
+                                      entry=self._entry))
+
+    def _emit(self, event: ev.Event) -> None:
+        ev.emit(event, self._configuration.callbacks)
+
+
+def _task_error(name: str, key: str, response: TaskExecutionResponse, from_cache: bool
+                ) -> TaskError:
+    error = response.error
+    what = f"{error.type}: {error.message}" if error else "no error report"
+    parts = [f"task {name!r} {response.state.value}: {what}"]
+    if error and error.traceback:
+        parts.append("remote traceback:\n" + error.traceback.rstrip())
+    if response.log_tail.strip():
+        tail = "\n".join(response.log_tail.rstrip().splitlines()[-20:])
+        parts.append("last lines of the task's log:\n" + tail)
+    if from_cache:
+        parts.append(
+            "This result came from the cache. To run the task again, use "
+            "scoped_config(cache_mode=CacheMode.RESTART_FAILED) or `hqs-sdk cache rm "
+            f"{key}`."
+        )
+    elif response.state is ExecutionState.TIMED_OUT:
+        parts.append("Give it more time with scoped_config(timeout_minutes=...) and "
+                     "cache_mode=CacheMode.RESTART_FAILED.")
+    cls: type[TaskError]
+    if response.state is ExecutionState.TIMED_OUT:
+        cls = TaskTimedOutError
+    elif response.state is ExecutionState.CANCELLED:
+        cls = TaskCancelledError
+    else:
+        cls = TaskFailedError
+    return cls("\n\n".join(parts), task_name=name, cache_key=key, response=response)
+
+
+# -- starting ------------------------------------------------------------------------------
+
+
+def submit(call: TaskCall[R]) -> Execution[R]:
+    """Start one call without waiting: cache hit, re-attach, or new submission."""
+    if not isinstance(call, TaskCall):
+        raise TypeError(f"expected a TaskCall (from task.bind(...)), got {call!r}")
+    configuration = current_config()
+    cache_config = configuration.cache
+    mode = cache_config.mode
+    cache = None if mode is CacheMode.DISABLED else open_cache(cache_config)
+    task = call.task
+    entry = cache.get(call.cache_key) if cache is not None and mode in _READS else None
+
+    def emit(event: ev.Event) -> None:
+        ev.emit(event, configuration.callbacks)
+
+    if entry is not None:
+        usable, reason = _usable(entry.state, mode)
+        if usable and entry.state.finished:
+            emit(ev.CacheHitEvent(request=entry.request, backend=entry.backend, entry=entry))
+            return Execution(call, entry, configuration=configuration, cache=cache,
+                             backend=None, from_cache=True)
+        if usable:
+            return _reattach(call, entry, configuration, cache)
+        emit(ev.CacheIgnoredEvent(request=entry.request, backend=entry.backend, entry=entry,
+                                  reason=reason))
+    elif cache is not None and mode in _READS:
+        emit(ev.CacheMissEvent(cache_key=call.cache_key, task_name=task.name))
+
+    if configuration.throttling.disable_submissions:
+        raise NotInCacheError(
+            f"task {task.name!r} with this input is not in the cache "
+            f"({cache_config.describe()}, key {call.cache_key}) and submissions are disabled. "
+            "Enable them (throttling.disable_submissions = False) or use the cache that holds "
+            "the result."
+        )
+    name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
+    request = TaskExecutionRequest(
+        execution_id=uuid.uuid4().hex,
+        task_name=task.name,
+        task_version=task.version,
+        input=json.loads(call.canonical_input),
+        cache_key=call.cache_key,
+        provisioning=configuration.provisioning_for(task.provisioning_defaults()),
+        task_ref=task.ref,
+        created_at=_now(),
+    )
+    emit(ev.CreatingEvent(request=request, backend=name))
+    entry = CacheEntry(key=call.cache_key, request=request, backend=name,
+                       state=ExecutionState.CREATED, updated_at=_now())
+    if cache is not None:
+        cache.put(entry)
+    try:
+        handle = hub.submit(request)
+    except BackendRejectedError:
+        if cache is not None:
+            cache.delete(call.cache_key)  # nothing runs: do not leave a pending entry behind
+        raise
+    except BackendError as exc:
+        raise type(exc)(
+            f"{exc}\nThe submission of task {task.name!r} may or may not have arrived; re-run "
+            "the script to finish it (it is recorded in the cache and will not run twice)."
+        ) from exc
+    execution = Execution(call, attrs.evolve(entry, handle=handle, state=ExecutionState.QUEUED),
+                          configuration=configuration, cache=cache, backend=backend,
+                          from_cache=False)
+    execution._write()
+    emit(ev.SubmittedEvent(request=request, backend=name, handle=handle))
+    hub.watch(handle, execution)
+    return execution
+
+
+def _reattach(call: TaskCall[R], entry: CacheEntry, configuration: Configuration,
+              cache: Cache | None) -> Execution[R]:
+    name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
+    if entry.backend != name:
+        raise ConfigurationError(
+            f"task {call.task.name!r} (key {call.cache_key}) is pending on the backend "
+            f"{entry.backend!r}, but the configured backend is {name!r}. Configure "
+            f"{entry.backend!r} to re-attach to it, or remove the entry with `hqs-sdk cache rm "
+            f"{call.cache_key}` to run it anew."
+        )
+    if entry.state is ExecutionState.CREATED or entry.handle is None:
+        # Killed between recording and submitting: submitting again is safe (idempotent).
+        entry = attrs.evolve(entry, handle=hub.submit(entry.request),
+                             state=ExecutionState.QUEUED, updated_at=_now())
+    execution = Execution(call, entry, configuration=configuration, cache=cache,
+                          backend=backend, from_cache=False)
+    if cache is not None:
+        execution._write()
+    ev.emit(ev.ReattachedEvent(request=entry.request, backend=name, handle=entry.handle),
+            configuration.callbacks)
+    hub.watch(entry.handle, execution)
+    return execution
+
+
+# -- waiting -------------------------------------------------------------------------------
+
+
+def _on_interrupt(executions: list[Execution[Any]]) -> None:
+    pending = [e for e in executions if not e.done()]
+    if not pending:
+        return
+    configuration = pending[0]._configuration
+    ev.emit(ev.InterruptWaitingEvent(requests=tuple(e.request for e in pending)),
+            configuration.callbacks)
+    names = sorted({e.call.task.name for e in pending})
+    backend = pending[0]._entry.backend
+    interactive = sys.stdin is not None and sys.stdin.isatty() and sys.stderr.isatty()
+    if interactive:
+        try:
+            answer = input(
+                f"\nCancel the {len(pending)} execution(s) of {', '.join(names)} still running "
+                f"on the {backend!r} backend? [y/N] "
+            )
+        except (KeyboardInterrupt, EOFError):
+            answer = ""
+        if answer.strip().lower() in ("y", "yes"):
+            for execution in pending:
+                try:
+                    execution.cancel()
+                except HqsSdkError as exc:
+                    print(f"could not cancel {execution.cache_key}: {exc}", file=sys.stderr)
+            print(f"Cancelled {len(pending)} execution(s).", file=sys.stderr)
+            return
+    if pending[0]._cache is None:
+        where = "The cache is disabled, so a re-run cannot re-attach to them."
+    else:
+        where = (f"Run the script again to re-attach: the cache "
+                 f"({pending[0]._configuration.cache.describe()}) remembers them.")
+    print(f"\nStopped waiting; {len(pending)} execution(s) of {', '.join(names)} keep running on "
+          f"the {backend!r} backend. {where}", file=sys.stderr)
+
+
+def run(call: TaskCall[R]) -> R:
+    """Run one call and return its output (blocking)."""
+    execution = submit(call)
+    try:
+        return execution.result()
+    except KeyboardInterrupt:
+        _on_interrupt([execution])
+        raise
+
+
+def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
+             return_exceptions: bool = False) -> list[Any]:
+    """Run many calls concurrently and return their outputs in input order.
+
+    Calls are started (cache lookup and submission) on a thread pool of ``max_workers``
+    threads, each in a copy of the caller's configuration scope; then all are waited for
+    together. With ``return_exceptions=True`` a failed call's exception takes its place in the
+    list; otherwise the first failure is raised as soon as it is known (the other executions
+    keep running and stay in the cache).
+    """
+    calls = list(calls)
+    for index, call in enumerate(calls):
+        if not isinstance(call, TaskCall):
+            raise TypeError(f"run_many: item {index} is {call!r}, not a TaskCall from "
+                            "task.bind(...)")
+    if not calls:
+        return []
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+    context = contextvars.copy_context()
+
+    def start(call: TaskCall[Any]) -> Execution[Any] | BaseException:
+        try:
+            return context.copy().run(submit, call)
+        except Exception as exc:  # returned, so the caller decides (return_exceptions)
+            return exc
+
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=max_workers or min(32, len(calls)),
+                            thread_name_prefix="hqs-sdk-submit") as pool:
+        started = list(pool.map(start, calls))
+    executions = [s for s in started if isinstance(s, Execution)]
+    if not return_exceptions:
+        for item in started:
+            if isinstance(item, BaseException):
+                raise item
+    try:
+        if not return_exceptions:
+            by_future = {e._future: e for e in executions}
+            for future in as_completed(by_future):
+                by_future[future].result()  # raises the first failure that arrives
+        results: list[Any] = []
+        for item in started:
+            if isinstance(item, BaseException):
+                results.append(item)
+                continue
+            try:
+                results.append(item.result())
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+        return results
+    except KeyboardInterrupt:
+        _on_interrupt(executions)
+        raise
+
+
+async def run_async(call: TaskCall[R]) -> R:
+    """Run one call from asyncio code; cancelling the awaiting task leaves it running."""
+    import asyncio
+
+    execution = await asyncio.to_thread(submit, call)
+    await asyncio.shield(asyncio.wrap_future(execution._future))
+    return execution.result()

@@ -1,0 +1,314 @@
+"""The ``@task`` decorator, :class:`Task` and :class:`TaskCall`.
+
+A decorated function is both the task's implementation (run by the worker) and its client
+function (calling it runs the task on the configured backend and returns the output).
+
+This module avoids importing attrs, cattrs and importlib.metadata at import time: the worker
+imports task modules on its start-up path, where every millisecond counts.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+if TYPE_CHECKING:
+    from hqs_sdk.models import Provisioning
+    from hqs_sdk.runner import Execution
+
+__all__ = ["Task", "TaskCall", "task"]
+
+R = TypeVar("R")
+
+_JSON_NATIVE = {str, int, float, bool, type(None), dict, list, Any}
+
+
+class Task(Generic[R]):
+    """A named, versioned computation; call it like the function it wraps.
+
+    ``hello("world")`` blocks and returns the output; ``hello.bind("world")`` makes a
+    :class:`TaskCall` for :func:`hqs_sdk.run_many`; ``hello.submit("world")`` returns an
+    :class:`~hqs_sdk.runner.Execution` without waiting; ``await hello.aio("world")`` is the
+    asyncio form.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., R],
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        vcpu: float | None = None,
+        memory_mb: int | None = None,
+        gpu: int | None = None,
+        timeout: timedelta | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, got {fn!r}")
+        self.fn = fn
+        self.name = name or fn.__name__
+        self._version = version
+        self.default_vcpu = vcpu
+        self.default_memory_mb = memory_mb
+        self.default_gpu = gpu
+        self.default_timeout = timeout
+        self.ref = f"{fn.__module__}:{fn.__qualname__}"
+        self._signature: Any = None
+        self._hints: dict[str, Any] | None = None
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """The task's version: explicit, else its distribution's version."""
+        if self._version is None:
+            from hqs_sdk._distribution import version_of_module
+
+            found = version_of_module(self.fn.__module__)
+            if found is None:
+                from hqs_sdk.errors import ConfigurationError
+
+                raise ConfigurationError(
+                    f"task {self.name!r} (in module {self.fn.__module__}) belongs to no installed "
+                    "distribution, so it has no version; install its package, or pass "
+                    "version='...' to @task"
+                )
+            self._version = found
+        return self._version
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} ({self.ref})>"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Task[R]:
+        return self
+
+    # -- type information (client and worker) -----------------------------------------------
+
+    def _type_hints(self) -> dict[str, Any]:
+        if self._hints is None:
+            annotations = getattr(self.fn, "__annotations__", {})
+            if all(not isinstance(a, str) for a in annotations.values()):
+                self._hints = dict(annotations)
+            else:
+                import typing
+
+                self._hints = typing.get_type_hints(self.fn)
+        return self._hints
+
+    @property
+    def output_type(self) -> Any:
+        """The return annotation (``Any`` when there is none)."""
+        return self._type_hints().get("return", Any)
+
+    # -- client side ------------------------------------------------------------------------
+
+    def _bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self._signature is None:
+            import inspect
+
+            self._signature = inspect.signature(self.fn)
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            from hqs_sdk.errors import SerializationError
+
+            raise SerializationError(
+                f"task {self.name!r} cannot take these arguments: {exc}; its signature is "
+                f"{self.name}{self._signature}"
+            ) from exc
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def bind(self, *args: Any, **kwargs: Any) -> TaskCall[R]:
+        """Fix the arguments of one call without running it; see :func:`hqs_sdk.run_many`."""
+        from hqs_sdk.cache_key import cache_key_from_canonical
+        from hqs_sdk.serialization import canonical_json, find_json_problem, to_json_value
+
+        if self.fn.__module__ == "__main__":
+            from hqs_sdk.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"task {self.name!r} is defined in the script being run; a worker cannot import "
+                "it from there. Move it into an importable module of an installed package."
+            )
+        hints = self._type_hints()
+        data: dict[str, Any] = {}
+        for arg_name, value in self._bind_arguments(args, kwargs).items():
+            where = f"argument {arg_name!r} of task {self.name!r}"
+            annotation = hints.get(arg_name, Any)
+            if (annotation in _JSON_NATIVE or type(value) in (str, int, bool)) and (
+                find_json_problem(value, where) is None
+            ):
+                data[arg_name] = value
+            else:
+                data[arg_name] = to_json_value(value, annotation, where)
+        try:
+            canonical = canonical_json(data)
+        except (TypeError, ValueError) as exc:
+            from hqs_sdk.errors import SerializationError
+
+            raise SerializationError(f"the input of task {self.name!r}: {exc}") from exc
+        return TaskCall(self, canonical, cache_key_from_canonical(self.name, self.version, canonical))
+
+    def provisioning_defaults(self) -> Provisioning:
+        """The task's own provisioning defaults (lowest precedence)."""
+        from hqs_sdk.models import Provisioning
+
+        timeout = self.default_timeout.total_seconds() if self.default_timeout else None
+        return Provisioning(vcpu=self.default_vcpu, memory_mb=self.default_memory_mb,
+                            gpu=self.default_gpu, timeout_s=timeout)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        from hqs_sdk.runner import run
+
+        return run(self.bind(*args, **kwargs))
+
+    def submit(self, *args: Any, **kwargs: Any) -> Execution[R]:
+        """Start (or re-attach to, or take from the cache) one execution; do not wait."""
+        from hqs_sdk.runner import submit
+
+        return submit(self.bind(*args, **kwargs))
+
+    async def aio(self, *args: Any, **kwargs: Any) -> R:
+        """Run the task from asyncio code; works under ``asyncio.gather`` and in Jupyter."""
+        from hqs_sdk.runner import run_async
+
+        return await run_async(self.bind(*args, **kwargs))
+
+    # -- worker side ------------------------------------------------------------------------
+
+    def execute(self, task_input: dict[str, Any]) -> Any:
+        """Run the implementation on a JSON input and return the JSON output (worker side)."""
+        hints = self._type_hints()
+        kwargs: dict[str, Any] = {}
+        for arg_name, value in task_input.items():
+            annotation = hints.get(arg_name, Any)
+            kwargs[arg_name] = value if annotation in _JSON_NATIVE else _structure(
+                value, annotation, f"argument {arg_name!r} of task {self.name!r}")
+        result = self.fn(**kwargs)
+        return _unstructure(result, hints.get("return", Any), f"the output of task {self.name!r}")
+
+
+def _structure(value: Any, annotation: Any, where: str) -> Any:
+    from hqs_sdk.fileref import FileRef
+
+    if annotation is FileRef:
+        return FileRef.from_json(value)
+    from hqs_sdk.serialization import from_json_value
+
+    return from_json_value(value, annotation, where)
+
+
+def _unstructure(value: Any, annotation: Any, where: str) -> Any:
+    from hqs_sdk.fileref import FileRef
+
+    if isinstance(value, FileRef):
+        return value.to_json()
+    if type(value) in (str, int, bool, type(None)):
+        return value
+    from hqs_sdk.serialization import to_json_value
+
+    return to_json_value(value, annotation, where)
+
+
+class TaskCall(Generic[R]):
+    """An immutable task call: the task, its canonical JSON input and its cache key."""
+
+    __slots__ = ("cache_key", "canonical_input", "task")
+
+    def __init__(self, task: Task[R], canonical_input: bytes, cache_key: str) -> None:
+        object.__setattr__(self, "task", task)
+        object.__setattr__(self, "canonical_input", canonical_input)
+        object.__setattr__(self, "cache_key", cache_key)
+
+    task: Task[R]
+    canonical_input: bytes
+    cache_key: str
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("TaskCall is immutable")
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """A fresh copy of the JSON input."""
+        import json
+
+        result: dict[str, Any] = json.loads(self.canonical_input)
+        return result
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskCall) and other.cache_key == self.cache_key
+
+    def __hash__(self) -> int:
+        return hash(self.cache_key)
+
+    def __repr__(self) -> str:
+        return f"TaskCall({self.task.name}, {self.canonical_input.decode()[:80]})"
+
+
+@overload
+def task(fn: Callable[..., R], /) -> Task[R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = ...,
+    version: str | None = ...,
+    vcpu: float | None = ...,
+    memory_mb: int | None = ...,
+    memory_gb: float | None = ...,
+    gpu: int | None = ...,
+    timeout: timedelta | None = ...,
+    timeout_minutes: float | None = ...,
+    timeout_hours: float | None = ...,
+) -> Callable[[Callable[..., R]], Task[R]]: ...
+
+
+def task(
+    fn: Callable[..., R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    vcpu: float | None = None,
+    memory_mb: int | None = None,
+    memory_gb: float | None = None,
+    gpu: int | None = None,
+    timeout: timedelta | None = None,
+    timeout_minutes: float | None = None,
+    timeout_hours: float | None = None,
+) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
+    """Declare a task; its name defaults to the function's, its version to its distribution's.
+
+    Example::
+
+        from hqs_sdk import task
+
+        @task(vcpu=1, memory_mb=256, timeout_minutes=5)
+        def hello(name: str) -> str:
+            return f"Hello, {name}!"
+
+    The provisioning keywords are the task's defaults; global and scoped configuration
+    override them.
+    """
+    if memory_gb is not None:
+        if memory_mb is not None:
+            raise TypeError("@task takes memory_mb or memory_gb, not both")
+        memory_mb = int(memory_gb * 1024)
+    given = [t for t in (timeout, timeout_minutes, timeout_hours) if t is not None]
+    if len(given) > 1:
+        raise TypeError("@task takes one of timeout, timeout_minutes, timeout_hours")
+    if timeout_minutes is not None:
+        timeout = timedelta(minutes=timeout_minutes)
+    elif timeout_hours is not None:
+        timeout = timedelta(hours=timeout_hours)
+
+    def decorate(f: Callable[..., R]) -> Task[R]:
+        return Task(f, name=name, version=version, vcpu=vcpu, memory_mb=memory_mb, gpu=gpu,
+                    timeout=timeout)
+
+    return decorate(fn) if fn is not None else decorate

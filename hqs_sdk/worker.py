@@ -1,0 +1,456 @@
+"""``hqs-task-execute``: run one task execution from a control folder.
+
+Every backend runs tasks through this command, so a task behaves the same everywhere::
+
+    hqs-task-execute CONTROL_DIR [--lock-fd N] [--slots DIR --slot-count N]
+
+``CONTROL_DIR/request.json`` holds the request. The command writes, in the same folder:
+
+- ``pid`` (supervisor pid and start time), ``state`` (``queued`` then ``running``);
+- ``log.txt``: the task's stdout and stderr (its subprocesses' too);
+- ``progress.json``: the last :func:`hqs_sdk.progress` report;
+- ``result.json``: the task's output or error, written by the process that ran it;
+- ``response.json``: the final response with output or error report, log tail and metrics.
+
+The task runs in a forked child in its own process group, with ``CONTROL_DIR/files`` as its
+working directory; this process supervises it: it enforces the timeout and the memory limit
+(killing the whole group), turns SIGTERM into a cancellation, and measures wall time, CPU
+time and peak memory. An exclusive ``flock`` on ``CONTROL_DIR/lock`` is held for the whole
+run, so at most one worker ever runs an execution, and a backend can tell a live worker from
+a dead one. With ``--slots``, the worker first takes ``ceil(vcpu)`` of ``--slot-count`` lock
+files in that folder, so executions beyond the machine's cores wait their turn (state
+``queued``) even across clients.
+
+Imports are kept to the standard library on this path: start-up time is part of every task.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import select
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+LOG_TAIL_BYTES = 64 * 1024
+_KILL_GRACE_S = 2.0
+_MEMORY_SAMPLE_S = 0.1
+
+
+class _Outcome(Exception):
+    """Ends supervision with a final state and an error report."""
+
+    def __init__(self, state: str, kind: str, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.state, self.kind, self.type, self.message = state, kind, type_, message
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def log_tail(control: str) -> str:
+    """The last :data:`LOG_TAIL_BYTES` of the task's log."""
+    try:
+        with open(os.path.join(control, "log.txt"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against pid reuse), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def error_response(execution_id: str, state: str, kind: str, type_: str, message: str,
+                   control: str, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A response (wire form) for an execution that produced no output."""
+    return {
+        "execution_id": execution_id, "state": state, "output": None,
+        "error": {"type": type_, "message": message, "traceback": "", "kind": kind},
+        "log_tail": log_tail(control), "metrics": metrics or {},
+    }
+
+
+def response_from_result(execution_id: str, result: dict[str, Any], control: str,
+                         metrics: dict[str, Any]) -> dict[str, Any]:
+    """Turn the child's ``result.json`` into a response (wire form)."""
+    if result.get("ok"):
+        return {"execution_id": execution_id, "state": "succeeded", "output": result["output"],
+                "error": None, "log_tail": log_tail(control), "metrics": metrics}
+    return {"execution_id": execution_id, "state": "failed", "output": None,
+            "error": result["error"], "log_tail": log_tail(control), "metrics": metrics}
+
+
+# -- task resolution -----------------------------------------------------------------------
+
+
+def _resolve(request: dict[str, Any]) -> Any:
+    from hqs_sdk.tasks import Task
+
+    name, version, ref = request["task_name"], request["task_version"], request.get("task_ref")
+    task = None
+    if ref:
+        import importlib
+
+        module_name, _, attr_path = ref.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr_path.split("."):
+                obj = getattr(obj, part)
+            if isinstance(obj, Task) and obj.name == name:
+                task = obj
+        except (ImportError, AttributeError):
+            task = None
+    if task is None:
+        from hqs_sdk.plugins import registry
+
+        task = registry().tasks.get(name)
+        if task is None:
+            known = ", ".join(sorted(registry().tasks)) or "none"
+            raise _Outcome(
+                "failed", "unknown_task", "UnknownTask",
+                f"this worker has no task named {name!r} (tasks installed here: {known}); "
+                "install the package that provides it where the worker runs",
+            )
+    have = task.version
+    if have != version:
+        raise _Outcome(
+            "failed", "version_mismatch", "VersionMismatch",
+            f"the worker has version {have} of task {name!r}, but version {version} was "
+            f"requested; install version {version} where the worker runs, or update the client "
+            f"package to {have}",
+        )
+    return task
+
+
+# -- slots ---------------------------------------------------------------------------------
+
+
+def _take_slots(slots_dir: str, count: int, needed: int, cancelled: list[bool]) -> list[int]:
+    os.makedirs(slots_dir, exist_ok=True)
+    fds = [os.open(os.path.join(slots_dir, f"slot-{i}"), os.O_RDWR | os.O_CREAT, 0o644)
+           for i in range(count)]
+    pause = 0.005
+    while True:
+        got: list[int] = []
+        for index, fd in enumerate(fds):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            got.append(index)
+            if len(got) == needed:
+                for other, other_fd in enumerate(fds):
+                    if other not in got:
+                        os.close(other_fd)
+                return got
+        for index in got:
+            fcntl.flock(fds[index], fcntl.LOCK_UN)
+        if cancelled[0]:
+            raise _Outcome("cancelled", "cancelled", "Cancelled", "cancelled while queued")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.2)
+
+
+# -- the child ----------------------------------------------------------------------------
+
+
+def _run_child(task: Any, request: dict[str, Any], control: str, cpus: list[int] | None) -> None:
+    """Runs in the forked child; never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        log_fd = os.open(os.path.join(control, "log.txt"),
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        files = os.path.join(control, "files")
+        os.makedirs(files, exist_ok=True)
+        os.chdir(files)
+        os.environ["HQS_SDK_CONTROL_DIR"] = control
+        vcpu = (request.get("provisioning") or {}).get("vcpu")
+        if vcpu:
+            threads = str(max(1, math.ceil(vcpu)))
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(var, threads)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        try:
+            output = task.execute(request["input"])
+            result: dict[str, Any] = {"ok": True, "output": output}
+            text = json.dumps(result, allow_nan=False)
+        except BaseException as exc:  # the task's own failure, reported, never re-raised
+            import traceback
+
+            kind = "out_of_memory" if isinstance(exc, MemoryError) else "task_error"
+            result = {"ok": False, "error": {
+                "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                "message": str(exc), "traceback": traceback.format_exc(), "kind": kind}}
+            text = json.dumps(result)
+        _write_text(os.path.join(control, "result.json"), text)
+    except BaseException:
+        code = 70
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+# -- supervision --------------------------------------------------------------------------
+
+
+def _group_rss_mb(pgid: int) -> float:
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 22 and int(fields[2]) == pgid:
+            total += int(fields[21]) * page
+    return total / (1024 * 1024)
+
+
+def _kill_group(pgid: int, pidfd: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if not select.select([pidfd], [], [], _KILL_GRACE_S)[0]:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _supervise(pid: int, provisioning: dict[str, Any], cancelled: list[bool],
+               wakeup_r: int) -> tuple[_Outcome | None, int, Any, float]:
+    """Wait for the child; enforce timeout, memory and cancellation. Returns the outcome."""
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(wakeup_r, select.POLLIN)
+    timeout = provisioning.get("timeout_s")
+    memory = provisioning.get("memory_mb")
+    deadline = time.monotonic() + timeout if timeout else None
+    peak = 0.0
+    outcome: _Outcome | None = None
+    while True:
+        waits = []
+        if deadline is not None:
+            waits.append(max(0.0, deadline - time.monotonic()))
+        if memory:
+            waits.append(_MEMORY_SAMPLE_S)
+        wait_ms = int(min(waits) * 1000) if waits else None
+        ready = [fd for fd, _ in poller.poll(wait_ms)]
+        if pidfd in ready:
+            break
+        if wakeup_r in ready:
+            os.read(wakeup_r, 512)
+        if cancelled[0]:
+            outcome = _Outcome("cancelled", "cancelled", "Cancelled",
+                               "the execution was cancelled while running")
+        elif deadline is not None and time.monotonic() >= deadline:
+            outcome = _Outcome(
+                "timed_out", "timeout", "TimeoutExpired",
+                f"the task ran longer than its timeout of {timeout:g} s and was stopped",
+            )
+        elif memory:
+            rss = _group_rss_mb(pid)
+            peak = max(peak, rss)
+            if rss > memory:
+                os.killpg(pid, signal.SIGKILL)
+                outcome = _Outcome(
+                    "failed", "out_of_memory", "MemoryLimitExceeded",
+                    f"the task used {rss:.0f} MiB, more than its memory limit of {memory} MiB, "
+                    "and was stopped; give it more with scoped_config(memory_mb=...)",
+                )
+        if outcome is not None:
+            _kill_group(pid, pidfd)
+            break
+    _, status, usage = os.wait4(pid, 0)
+    os.close(pidfd)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # whatever the task left running in its group
+    except ProcessLookupError:
+        pass
+    return outcome, status, usage, peak
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = None,
+            slot_count: int | None = None) -> int:
+    """Run the execution in ``control``; return the process exit code."""
+    control = os.path.abspath(control)
+    response_path = os.path.join(control, "response.json")
+    if lock_fd is None:
+        lock_fd = os.open(os.path.join(control, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another worker runs this execution
+    if os.path.exists(response_path):
+        return 0
+    result_path = os.path.join(control, "result.json")
+    if os.path.exists(result_path):
+        # A previous worker ran the task but died before writing the response: never run twice.
+        with open(result_path) as f:
+            result = json.load(f)
+        with open(os.path.join(control, "request.json")) as f:
+            execution_id = json.load(f)["execution_id"]
+        _write_json(response_path, response_from_result(execution_id, result, control, {}))
+        return 0
+    _write_text(os.path.join(control, "pid"), f"{os.getpid()} {process_start_time(os.getpid())}")
+    execution_id = os.path.basename(control)
+    cancelled = [False]
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGTERM, lambda *_: cancelled.__setitem__(0, True))
+    queued_at = time.time()
+    try:
+        try:
+            with open(os.path.join(control, "request.json")) as f:
+                request = json.load(f)
+            execution_id = request["execution_id"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise _Outcome("failed", "bad_request", "BadRequest",
+                           f"cannot read the request in {control}: {exc}") from exc
+        if os.path.exists(os.path.join(control, "cancel")):
+            cancelled[0] = True
+            raise _Outcome("cancelled", "cancelled", "Cancelled", "cancelled before it started")
+        task = _resolve(request)
+        provisioning = request.get("provisioning") or {}
+        cpus = None
+        if slots_dir and slot_count:
+            needed = max(1, math.ceil(provisioning.get("vcpu") or 1))
+            if needed > slot_count:
+                raise _Outcome(
+                    "failed", "bad_request", "ProvisioningError",
+                    f"the task asks for {provisioning.get('vcpu')} vcpu but only {slot_count} "
+                    "are available here; ask for fewer with scoped_config(vcpu=...)",
+                )
+            _write_text(os.path.join(control, "state"), "queued")
+            taken = _take_slots(slots_dir, slot_count, needed, cancelled)
+            available = sorted(os.sched_getaffinity(0))
+            if len(available) == slot_count:
+                cpus = [available[i] for i in taken]
+        _write_text(os.path.join(control, "state"), "running")
+        started = time.time()
+        pid = os.fork()
+        if pid == 0:
+            _run_child(task, request, control, cpus)
+        outcome, status, usage, peak = _supervise(pid, provisioning, cancelled, wakeup_r)
+        finished = time.time()
+        metrics = {
+            "wall_time_s": round(finished - started, 6),
+            "cpu_time_s": round(usage.ru_utime + usage.ru_stime, 6),
+            "peak_memory_mb": round(max(peak, usage.ru_maxrss / 1024), 3),
+            "queued_s": round(started - queued_at, 6),
+            "started_at": _iso(started), "finished_at": _iso(finished),
+        }
+        if outcome is not None:
+            raise _Outcome(outcome.state, outcome.kind, outcome.type, outcome.message)
+        try:
+            with open(os.path.join(control, "result.json")) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            if os.WIFSIGNALED(status):
+                sig = _signal_name(os.WTERMSIG(status))
+                raise _Outcome(
+                    "failed", "killed", "WorkerKilled",
+                    f"the task's process was killed by {sig} before it finished; SIGKILL most "
+                    "often comes from the kernel's out-of-memory killer: give the task more "
+                    "memory (scoped_config(memory_mb=...)) or check the system log",
+                ) from None
+            raise _Outcome(
+                "failed", "worker_lost", "WorkerError",
+                f"the task's process exited with code {os.waitstatus_to_exitcode(status)} "
+                "without a result; see log.txt in the control folder",
+            ) from None
+        _write_json(response_path, response_from_result(execution_id, result, control, metrics))
+    except _Outcome as outcome:
+        metrics = locals().get("metrics") or {}
+        _write_json(response_path, error_response(
+            execution_id, outcome.state, outcome.kind, outcome.type, outcome.message, control,
+            metrics))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point of ``hqs-task-execute``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: hqs-task-execute CONTROL_DIR [--lock-fd N] [--slots DIR --slot-count N]")
+    options: dict[str, str] = {}
+    positional: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            print(__doc__)
+            return 0
+        if arg in ("--lock-fd", "--slots", "--slot-count"):
+            if not args:
+                print(f"{usage}\n{arg} needs a value", file=sys.stderr)
+                return 2
+            options[arg] = args.pop(0)
+        elif arg.startswith("-"):
+            print(f"{usage}\nunknown option {arg}", file=sys.stderr)
+            return 2
+        else:
+            positional.append(arg)
+    if len(positional) != 1 or not os.path.isdir(positional[0]):
+        print(f"{usage}\nCONTROL_DIR must be an existing folder with request.json",
+              file=sys.stderr)
+        return 2
+    lock_fd = int(options["--lock-fd"]) if "--lock-fd" in options else None
+    slot_count = int(options["--slot-count"]) if "--slot-count" in options else None
+    return execute(positional[0], lock_fd, options.get("--slots"), slot_count)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
