@@ -1,0 +1,168 @@
+"""The local backend against real worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hqs_sdk import CacheMode, run_many, scoped_config
+from hqs_sdk.errors import (
+    BackendRejectedError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskTimedOutError,
+)
+from hqs_sdk.models import ExecutionState, Provisioning
+from hqs_sdk.testing import BackendContract, tasks, wait_finished
+from hqs_sdk.testing.backend_contract import make_request
+from hqs_sdk_local import BackendConfigurationLocal, LocalBackend
+
+
+class TestLocalBackendContract(BackendContract):
+    finish_timeout = 30.0
+
+    @pytest.fixture
+    def backend_config(self, tmp_path: Path) -> BackendConfigurationLocal:
+        return BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
+
+
+@pytest.fixture
+def local(hqs_config: Any, tmp_path: Path) -> BackendConfigurationLocal:
+    config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
+    hqs_config.backend = config
+    return config
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sdk_calls_run_on_the_local_backend(local: BackendConfigurationLocal) -> None:
+    assert tasks.add(2, b=40) == 42
+    assert run_many([tasks.add.bind(i, i) for i in range(5)]) == [0, 2, 4, 6, 8]
+
+
+def test_file_reference_stays_a_valid_path(local: BackendConfigurationLocal) -> None:
+    ref = tasks.write_text("content ü")
+    assert ref.path is not None and os.path.isabs(ref.path)
+    assert ref.path.startswith(str(local.work_dir))
+    assert ref.read_text() == "content ü"
+    assert tasks.read_text(ref) == "content ü"
+
+
+def test_task_failure_raises_with_remote_traceback(local: BackendConfigurationLocal) -> None:
+    with pytest.raises(TaskFailedError) as info:
+        tasks.fail("went wrong")
+    message = str(info.value)
+    assert "ValueError: went wrong" in message
+    assert "raise ValueError(message)" in message
+    assert "about to fail" in message
+
+
+def test_timeout_kills_the_whole_process_group(local: BackendConfigurationLocal,
+                                               tmp_path: Path) -> None:
+    backend = LocalBackend(local)
+    request = make_request(tasks.sleep, Provisioning(timeout_s=1.0), seconds=60)
+    handle = backend.submit(request)
+    # The worker's child runs the task in its own process group; wait for it to run.
+    while backend.states([handle])[0].state is not ExecutionState.RUNNING:
+        time.sleep(0.02)
+    folder = Path(handle["dir"])
+    supervisor = int((folder / "pid").read_text().split()[0])
+    response = wait_finished(backend, handle, 30)
+    assert response.state is ExecutionState.TIMED_OUT
+    assert "timeout of 1 s" in response.error.message
+    deadline = time.monotonic() + 5  # it writes the response, then exits
+    while _pid_alive(supervisor) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(supervisor)
+    with scoped_config(timeout=__import__("datetime").timedelta(seconds=1)), \
+            pytest.raises(TaskTimedOutError, match="timeout"):
+        tasks.sleep(30)
+
+
+def test_grandchildren_of_a_timed_out_task_are_killed(local: BackendConfigurationLocal,
+                                                      tmp_path: Path) -> None:
+    backend = LocalBackend(local)
+    pidfile = tmp_path / "grandchild.pid"
+    command = ["sh", "-c", f"sleep 120 & echo $! > {pidfile}; wait"]
+    handle = backend.submit(make_request(tasks.run_command, Provisioning(timeout_s=1.5),
+                                         argv=command))
+    response = wait_finished(backend, handle, 30)
+    assert response.state is ExecutionState.TIMED_OUT
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _pid_alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(grandchild)
+
+
+def test_memory_limit_stops_the_task(local: BackendConfigurationLocal) -> None:
+    with scoped_config(memory_mb=100), pytest.raises(TaskFailedError) as info:
+        tasks.allocate(400, hold_seconds=2)
+    assert info.value.response.error.kind == "out_of_memory"
+    assert "memory limit of 100 MiB" in str(info.value)
+
+
+def test_killed_worker_is_reported_with_a_hint(local: BackendConfigurationLocal) -> None:
+    with pytest.raises(TaskFailedError) as info:
+        tasks.kill_self(9)
+    assert info.value.response.error.kind == "killed"
+    assert "SIGKILL" in str(info.value)
+    assert "out-of-memory" in str(info.value)
+
+
+def test_gpu_request_without_gpu_is_refused(local: BackendConfigurationLocal) -> None:
+    if os.path.exists("/dev/nvidia0"):
+        pytest.skip("this machine has a GPU")
+    with scoped_config(gpu=1), pytest.raises(BackendRejectedError, match="GPU"):
+        tasks.add(1)
+
+
+def test_too_many_vcpus_are_refused(local: BackendConfigurationLocal) -> None:
+    with scoped_config(vcpu=4096), pytest.raises(BackendRejectedError, match="vcpu"):
+        tasks.add(1)
+
+
+def test_vcpu_slots_queue_executions_instead_of_oversubscribing(
+    hqs_config: Any, tmp_path: Path
+) -> None:
+    config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"), vcpu_slots=1)
+    backend = LocalBackend(config)
+    handles = [backend.submit(make_request(tasks.sleep, seconds=0.6)) for _ in range(3)]
+    time.sleep(0.3)
+    states = [s.state for s in backend.states(handles)]
+    assert states.count(ExecutionState.RUNNING) == 1, states
+    assert states.count(ExecutionState.QUEUED) == 2, states
+    responses = [wait_finished(backend, h, 30) for h in handles]
+    spans = sorted((r.metrics.started_at, r.metrics.finished_at) for r in responses)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, "two executions ran at once on one slot"
+
+
+def test_execution_cancel(local: BackendConfigurationLocal) -> None:
+    execution = tasks.sleep.submit(30)
+    deadline = time.monotonic() + 20
+    while execution.status() is not ExecutionState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    execution.cancel()
+    with pytest.raises(TaskCancelledError):
+        execution.result(timeout=20)
+
+
+def test_cached_result_needs_no_worker(local: BackendConfigurationLocal, tmp_path: Path) -> None:
+    marker = tmp_path / "runs.txt"
+    assert tasks.sleep(0.01, marker=str(marker)) == "slept"
+    assert tasks.sleep(0.01, marker=str(marker)) == "slept"
+    assert len(marker.read_text().splitlines()) == 1
+    with scoped_config(cache_mode=CacheMode.DISABLED):
+        tasks.sleep(0.01, marker=str(marker))
+    assert len(marker.read_text().splitlines()) == 2
