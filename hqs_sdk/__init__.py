@@ -41,15 +41,40 @@ _EXPORTS = {
     "task": "hqs_sdk.tasks",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "CacheMode",
+    "Execution",
+    "ExecutionState",
+    "FileRef",
+    "Task",
+    "TaskCall",
+    "TaskExecutionRequest",
+    "TaskExecutionResponse",
+    "__version__",
+    "current_config",
+    "global_config",
+    "hookimpl",
+    "progress",
+    "run",
+    "run_async",
+    "run_many",
+    "scoped_config",
+    "submit",
+    "task",
+]
 
 if TYPE_CHECKING:
     from hqs_sdk.config import current_config, global_config, scoped_config
     from hqs_sdk.fileref import FileRef
     from hqs_sdk.hookspecs import hookimpl
-    from hqs_sdk.models import CacheMode, ExecutionState, TaskExecutionRequest, TaskExecutionResponse
-    from hqs_sdk.task_progress import progress
+    from hqs_sdk.models import (
+        CacheMode,
+        ExecutionState,
+        TaskExecutionRequest,
+        TaskExecutionResponse,
+    )
     from hqs_sdk.runner import Execution, run, run_async, run_many, submit
+    from hqs_sdk.task_progress import progress
     from hqs_sdk.tasks import Task, TaskCall, task
 
 

@@ -33,4 +33,5 @@ def open_url(url: str, timeout: float = 60.0) -> IO[bytes]:
             f"cannot download file reference (HTTP {response.status_code}); try again later."
         )
     response.raw.decode_content = True
-    return response.raw  # type: ignore[no-any-return]
+    raw: IO[bytes] = response.raw
+    return raw

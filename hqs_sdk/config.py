@@ -178,7 +178,9 @@ class Configuration:
     @provisioning.setter
     def provisioning(self, value: ProvisioningConfiguration) -> None:
         if not isinstance(value, ProvisioningConfiguration):
-            raise ConfigurationError(f"provisioning must be a ProvisioningConfiguration, got {value!r}")
+            raise ConfigurationError(
+                f"provisioning must be a ProvisioningConfiguration, got {value!r}"
+            )
         self._provisioning = value
 
     @property
@@ -257,7 +259,7 @@ SCOPED_SHORTCUTS = (
 )
 
 
-class scoped_config:  # noqa: N801 - used like a function: `with scoped_config(vcpu=4):`
+class scoped_config:
     """Change settings for the block's duration; nested blocks stack and restore.
 
     Example::
@@ -295,7 +297,8 @@ class scoped_config:  # noqa: N801 - used like a function: `with scoped_config(v
         if "backend" in s:
             new.backend = s["backend"]
         if "cache" in s:
-            new.cache = attrs.evolve(s["cache"]) if s["cache"] is not None else s["cache"]
+            new.cache = attrs.evolve(s["cache"]) if isinstance(s["cache"], CacheConfiguration) \
+                else s["cache"]
         if "cache_mode" in s:
             mode = s["cache_mode"]
             if not isinstance(mode, CacheMode):
@@ -313,7 +316,7 @@ class scoped_config:  # noqa: N801 - used like a function: `with scoped_config(v
         if "memory_gb" in s:
             gb = s["memory_gb"]
             _positive_number("memory_gb")(None, None, gb)
-            hw.memory = None if gb is None else int(round(gb * 1024))
+            hw.memory = None if gb is None else round(gb * 1024)
         if "timeout" in s:
             new.provisioning.timeout = s["timeout"]
         for key, unit in (("timeout_minutes", "minutes"), ("timeout_hours", "hours")):

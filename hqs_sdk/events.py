@@ -93,7 +93,7 @@ class ProgressEvent(_RequestEvent):
     """The task reported progress."""
 
     name: ClassVar[str] = "progress"
-    progress: Progress = Progress()
+    progress: Progress = attrs.field(factory=Progress)
 
     @property
     def args(self) -> tuple[Any, ...]:

@@ -35,6 +35,7 @@ class FileRef:
     """
 
     __slots__ = ("_location",)
+    _location: str
 
     def __init__(self, location: str) -> None:
         if not isinstance(location, str) or not location:

@@ -74,7 +74,7 @@ def hqs_sdk_caches() -> Iterable[CacheSpec]:  # type: ignore[empty-body]
 
 
 @hookspec
-def hqs_sdk_tasks() -> Iterable[Any]:
+def hqs_sdk_tasks() -> Iterable[Any]:  # type: ignore[empty-body]
     """Yield the :class:`~hqs_sdk.tasks.Task` objects a task package provides.
 
     Workers use this to find a task by name when a request does not name its module.

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class ExecutionState(str, enum.Enum):
+class ExecutionState(enum.StrEnum):
     """Where an execution stands.
 
     ``CREATED`` is client-side only: the request is recorded in the cache but the backend has not

@@ -185,9 +185,11 @@ class Registry:
 
     def configuration_class(self, class_name: str) -> type:
         """The configuration class called ``class_name`` of any installed plugin."""
-        for spec in [*self.backends.values(), *self.caches.values()]:
-            if spec.configuration_class.__name__ == class_name:
-                return spec.configuration_class
+        classes: list[type] = [s.configuration_class for s in self.backends.values()]
+        classes += [s.configuration_class for s in self.caches.values()]
+        for cls in classes:
+            if cls.__name__ == class_name:
+                return cls
         dist = KNOWN_DISTRIBUTIONS.get(class_name)
         hint = f"`pip install {dist}`" if dist else "install the plugin that provides it"
         raise PluginNotFoundError(f"no installed hqs-sdk plugin provides {class_name}; {hint}")

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -57,7 +57,7 @@ _READS = frozenset({CacheMode.FULLY_CACHED, CacheMode.RESTART_FAILED, CacheMode.
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # -- backend instances ---------------------------------------------------------------------
@@ -194,9 +194,8 @@ class Execution(Generic[R]):
 
             annotation = task.output_type
             if annotation is Any or type(response.output) is annotation:
-                return response.output  # type: ignore[no-any-return]
-            return _structure(response.output, annotation,  # type: ignore[no-any-return]
-                              f"the output of task {task.name!r}")
+                return response.output
+            return _structure(response.output, annotation, f"the output of task {task.name!r}")
         raise _task_error(task.name, self.cache_key, response, self.from_cache)
 
     # -- watcher protocol (called by the PollHub thread) -------------------------------------

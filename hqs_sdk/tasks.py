@@ -57,7 +57,7 @@ class Task(Generic[R]):
         self.ref = f"{fn.__module__}:{fn.__qualname__}"
         self._signature: Any = None
         self._hints: dict[str, Any] | None = None
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -151,7 +151,8 @@ class Task(Generic[R]):
             from hqs_sdk.errors import SerializationError
 
             raise SerializationError(f"the input of task {self.name!r}: {exc}") from exc
-        return TaskCall(self, canonical, cache_key_from_canonical(self.name, self.version, canonical))
+        key = cache_key_from_canonical(self.name, self.version, canonical)
+        return TaskCall(self, canonical, key)
 
     def provisioning_defaults(self) -> Provisioning:
         """The task's own provisioning defaults (lowest precedence)."""

@@ -26,6 +26,7 @@ Imports are kept to the standard library on this path: start-up time is part of 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -34,7 +35,7 @@ import select
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -51,7 +52,7 @@ class _Outcome(Exception):
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -256,10 +257,8 @@ def _kill_group(pgid: int, pidfd: int) -> None:
     except ProcessLookupError:
         return
     if not select.select([pidfd], [], [], _KILL_GRACE_S)[0]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _supervise(pid: int, provisioning: dict[str, Any], cancelled: list[bool],
@@ -309,10 +308,8 @@ def _supervise(pid: int, provisioning: dict[str, Any], cancelled: list[bool],
             break
     _, status, usage = os.wait4(pid, 0)
     os.close(pidfd)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # whatever the task left running in its group
-    except ProcessLookupError:
-        pass
     return outcome, status, usage, peak
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ def make_request(task: Task[Any], provisioning: Provisioning | None = None, **ar
         execution_id=uuid.uuid4().hex, task_name=task.name, task_version=task.version,
         input=call.input, cache_key=call.cache_key,
         provisioning=provisioning or Provisioning(), task_ref=task.ref,
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
     )
 
 

@@ -9,6 +9,6 @@ Example::
     assert read_file(ref) == "some content"
 """
 
-from hqs_sdk_example.tasks import hello, read_file, write_file
+from hqs_sdk_example.tasks import countdown, hello, read_file, write_file
 
-__all__ = ["hello", "read_file", "write_file"]
+__all__ = ["countdown", "hello", "read_file", "write_file"]

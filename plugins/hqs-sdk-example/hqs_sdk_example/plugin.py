@@ -10,8 +10,9 @@ from hqs_sdk import hookimpl
 
 @hookimpl
 def hqs_sdk_tasks() -> Iterator[Any]:
-    from hqs_sdk_example.tasks import hello, read_file, write_file
+    from hqs_sdk_example.tasks import countdown, hello, read_file, write_file
 
     yield hello
     yield write_file
     yield read_file
+    yield countdown

@@ -23,3 +23,16 @@ def write_file(content: str) -> FileRef:
 def read_file(ref: FileRef) -> str:
     """Return the text content of the referenced file."""
     return ref.read_text()
+
+
+@task
+def countdown(seconds: int) -> str:
+    """Count down, reporting progress every second: long enough to kill the client and re-run."""
+    import time
+
+    from hqs_sdk import progress
+
+    for left in range(seconds, 0, -1):
+        progress((seconds - left) / seconds, f"{left} s to go")
+        time.sleep(1)
+    return f"counted down from {seconds}"

@@ -14,6 +14,7 @@ repeated submission of the same execution id start nothing new.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -48,7 +49,7 @@ def _default_work_dir() -> str:
     return os.path.join(base, "hqs-sdk", "local")
 
 
-def _slots_validator(_: Any, __: Any, value: int | None) -> None:
+def _slots_validator(_: Any, __: Any, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigurationError(f"vcpu_slots must be a whole number >= 1 or None, got {value!r}")
 
@@ -64,6 +65,10 @@ def _env_converter(value: Any) -> dict[str, str]:
         if not isinstance(key, str) or not isinstance(item, str):
             raise ConfigurationError(f"env must map strings to strings, got {key!r}: {item!r}")
     return env
+
+
+def _command(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
 
 
 @attrs.frozen
@@ -84,9 +89,7 @@ class BackendConfigurationLocal(BackendConfiguration):
     work_dir: str | None = attrs.field(default=None)
     vcpu_slots: int | None = attrs.field(default=None, validator=_slots_validator)
     env: dict[str, str] = attrs.field(factory=dict, converter=_env_converter)
-    worker_command: tuple[str, ...] | None = attrs.field(
-        default=None, converter=lambda v: None if v is None else tuple(v)
-    )
+    worker_command: tuple[str, ...] | None = attrs.field(default=None, converter=_command)
 
 
 def _read_json(path: str) -> Any:
@@ -335,10 +338,8 @@ class LocalBackend(Backend):
             return
         pid, start = self._recorded_pid(folder)
         if pid is not None and process_start_time(pid) == start:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 15)
-            except ProcessLookupError:
-                pass
             return
         if _lock_is_free(folder):
             self._write_once(os.path.join(folder, "response.json"), error_response(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hqs_sdk_local import BackendConfigurationLocal, LocalBackend
 
 from hqs_sdk import CacheMode, run_many, scoped_config
 from hqs_sdk.errors import (
@@ -19,7 +21,6 @@ from hqs_sdk.errors import (
 from hqs_sdk.models import ExecutionState, Provisioning
 from hqs_sdk.testing import BackendContract, tasks, wait_finished
 from hqs_sdk.testing.backend_contract import make_request
-from hqs_sdk_local import BackendConfigurationLocal, LocalBackend
 
 
 class TestLocalBackendContract(BackendContract):
@@ -144,7 +145,7 @@ def test_vcpu_slots_queue_executions_instead_of_oversubscribing(
     assert states.count(ExecutionState.QUEUED) == 2, states
     responses = [wait_finished(backend, h, 30) for h in handles]
     spans = sorted((r.metrics.started_at, r.metrics.finished_at) for r in responses)
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, "two executions ran at once on one slot"
 
 
