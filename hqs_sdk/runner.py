@@ -131,6 +131,8 @@ class Execution(Generic[R]):
         self._backend = backend
         self.from_cache = from_cache
         self._future: Future[TaskExecutionResponse] = Future()
+        self._future.add_done_callback(self._forget)
+        self._inflight_slot: tuple[str, str] | None = None
         self._lock = threading.Lock()
         if entry.response is not None:
             self._future.set_result(entry.response)
@@ -184,6 +186,13 @@ class Execution(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Execution {self.cache_key} {self._entry.state.value}>"
+
+    def _forget(self, _: Any) -> None:
+        slot = self._inflight_slot
+        if slot is not None:
+            with _inflight_lock:
+                if _inflight.get(slot) is self:
+                    del _inflight[slot]
 
     # -- outcome ----------------------------------------------------------------------------
 
@@ -275,6 +284,20 @@ def _task_error(name: str, key: str, response: TaskExecutionResponse, from_cache
 # -- starting ------------------------------------------------------------------------------
 
 
+# Executions still pending in this process, by (cache identity, key): a second identical call
+# made while the first is pending (e.g. a duplicate in run_many) joins it instead of
+# submitting again. Different processes are kept apart by the cache entry instead.
+_inflight: dict[tuple[str, str], Execution[Any]] = {}
+_inflight_lock = threading.Lock()
+# Striped locks: calls with the same key serialise their lookup-and-submit; memory stays
+# constant however many distinct keys a process sees.
+_key_locks = [threading.Lock() for _ in range(64)]
+
+
+def _key_lock(slot: tuple[str, str]) -> threading.Lock:
+    return _key_locks[hash(slot) % len(_key_locks)]
+
+
 def submit(call: TaskCall[R]) -> Execution[R]:
     """Start one call without waiting: cache hit, re-attach, or new submission."""
     if not isinstance(call, TaskCall):
@@ -282,6 +305,25 @@ def submit(call: TaskCall[R]) -> Execution[R]:
     configuration = current_config()
     cache_config = configuration.cache
     mode = cache_config.mode
+    if mode not in _READS:
+        return _submit(call, configuration, mode)
+    slot = (cache_config.identity(), call.cache_key)
+    with _key_lock(slot):
+        pending = _inflight.get(slot)
+        if pending is not None and not pending.done():
+            return pending
+        execution = _submit(call, configuration, mode)
+        if not execution.done():
+            execution._inflight_slot = slot
+            with _inflight_lock:
+                _inflight[slot] = execution
+            if execution.done():  # finished meanwhile: its callback may have run already
+                execution._forget(None)
+        return execution
+
+
+def _submit(call: TaskCall[R], configuration: Configuration, mode: CacheMode) -> Execution[R]:
+    cache_config = configuration.cache
     cache = None if mode is CacheMode.DISABLED else open_cache(cache_config)
     task = call.task
     entry = cache.get(call.cache_key) if cache is not None and mode in _READS else None
