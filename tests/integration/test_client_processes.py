@@ -81,7 +81,7 @@ def test_sigkilled_client_reattaches_on_rerun(tmp_path: Path) -> None:
     first = start(script)
     submitted = read_until(first, "SUBMITTED").split()[1]
     first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    first.communicate(timeout=10)  # reaps it and closes its pipes
 
     second = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=60, cwd=tmp_path)
@@ -128,7 +128,7 @@ def test_run_many_killed_midway_loses_and_duplicates_nothing(tmp_path: Path) -> 
     read_until(first, "SUBMITTED")
     time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    first.communicate(timeout=10)  # reaps it and closes its pipes
 
     rerun = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                            timeout=120, cwd=tmp_path)
