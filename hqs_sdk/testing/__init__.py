@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BackendContract", "CacheContract", "make_entry", "wait_finished"]
+__all__ = ["BackendContract", "CacheContract", "make_entry", "tasks", "wait_finished"]
 
 _EXPORTS = {
     "BackendContract": "hqs_sdk.testing.backend_contract",
@@ -30,6 +30,8 @@ _EXPORTS = {
 def __getattr__(name: str) -> Any:
     from importlib import import_module
 
+    if name == "tasks":
+        return import_module("hqs_sdk.testing.tasks")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'hqs_sdk.testing' has no attribute {name!r}")

@@ -8,6 +8,7 @@ which would serialise every ``run_many`` lookup).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -127,10 +128,8 @@ class SQLiteCache(Cache):
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         row = None
-        try:
+        with contextlib.suppress(sqlite3.OperationalError):  # no meta table: a new file
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-        except sqlite3.OperationalError:
-            pass  # no meta table yet: a new file
         if row is None:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
