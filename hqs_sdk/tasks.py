@@ -109,7 +109,10 @@ class Task(Generic[R]):
         if self._signature is None:
             import inspect
 
-            self._signature = inspect.signature(self.fn)
+            try:  # evaluated annotations make error messages read like the source
+                self._signature = inspect.signature(self.fn, eval_str=True)
+            except Exception:
+                self._signature = inspect.signature(self.fn)
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:

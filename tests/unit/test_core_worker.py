@@ -1,0 +1,96 @@
+"""The worker command on real control folders (no backend involved)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from hqs_sdk.models import ExecutionState, Provisioning, TaskExecutionResponse
+from hqs_sdk.serialization import converter
+from hqs_sdk.testing import tasks
+from hqs_sdk.testing.backend_contract import make_request
+
+WORKER = [sys.executable, "-m", "hqs_sdk.worker"]
+
+
+def run_worker(tmp_path: Path, request: Any) -> tuple[subprocess.CompletedProcess[str], Path]:
+    control = tmp_path / request.execution_id
+    control.mkdir()
+    (control / "request.json").write_text(json.dumps(converter.unstructure(request)))
+    done = subprocess.run([*WORKER, str(control)], capture_output=True, text=True, timeout=60)
+    return done, control
+
+
+def response(control: Path) -> TaskExecutionResponse:
+    return converter.structure(json.loads((control / "response.json").read_text()),
+                               TaskExecutionResponse)
+
+
+def test_success_writes_output_log_and_metrics(tmp_path: Path) -> None:
+    done, control = run_worker(tmp_path, make_request(tasks.add, a=40, b=2))
+    assert done.returncode == 0, done.stderr
+    result = response(control)
+    assert result.state is ExecutionState.SUCCEEDED and result.output == 42
+    assert result.metrics.wall_time_s is not None and result.metrics.cpu_time_s is not None
+    assert result.metrics.peak_memory_mb and result.metrics.peak_memory_mb > 1
+    assert (control / "files").is_dir()
+
+
+def test_failure_writes_the_error_report(tmp_path: Path) -> None:
+    _, control = run_worker(tmp_path, make_request(tasks.fail, message="nope"))
+    result = response(control)
+    assert result.state is ExecutionState.FAILED
+    assert result.error.type == "builtins.ValueError" and result.error.message == "nope"
+    assert "about to fail" in (control / "log.txt").read_text()
+
+
+def test_unknown_task_and_wrong_version(tmp_path: Path) -> None:
+    request = attrs.evolve(make_request(tasks.add, a=1), task_name="nonexistent", task_ref=None)
+    _, control = run_worker(tmp_path, request)
+    assert response(control).error.kind == "unknown_task"
+    assert "install the package that provides it" in response(control).error.message
+    request = attrs.evolve(make_request(tasks.add, a=1), task_version="0.0.1")
+    _, control = run_worker(tmp_path, request)
+    assert response(control).error.kind == "version_mismatch"
+
+
+def test_a_finished_execution_is_never_run_again(tmp_path: Path) -> None:
+    marker = tmp_path / "runs.txt"
+    request = make_request(tasks.sleep, seconds=0.01, marker=str(marker))
+    _, control = run_worker(tmp_path, request)
+    again = subprocess.run([*WORKER, str(control)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0
+    assert marker.read_text().count("\n") == 1
+
+
+def test_result_without_response_is_completed_without_rerunning(tmp_path: Path) -> None:
+    marker = tmp_path / "runs.txt"
+    request = make_request(tasks.sleep, seconds=0.01, marker=str(marker))
+    _, control = run_worker(tmp_path, request)
+    os.unlink(control / "response.json")  # as if the supervisor died after the task finished
+    subprocess.run([*WORKER, str(control)], check=True, timeout=60)
+    assert response(control).output == "slept"
+    assert marker.read_text().count("\n") == 1
+
+
+def test_timeout_and_memory_limit(tmp_path: Path) -> None:
+    request = make_request(tasks.sleep, Provisioning(timeout_s=0.3), seconds=20)
+    _, control = run_worker(tmp_path, request)
+    assert response(control).state is ExecutionState.TIMED_OUT
+    request = make_request(tasks.allocate, Provisioning(memory_mb=64), megabytes=300,
+                           hold_seconds=1)
+    _, control = run_worker(tmp_path, request)
+    assert response(control).error.kind == "out_of_memory"
+
+
+def test_bad_usage_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run([*WORKER], capture_output=True, text=True)
+    assert done.returncode == 2 and "usage: hqs-task-execute" in done.stderr
+    done = subprocess.run([*WORKER, str(tmp_path), "--bogus"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown option --bogus" in done.stderr
