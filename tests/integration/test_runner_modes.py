@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +177,12 @@ def test_cancelling_the_awaiting_coroutine_leaves_the_execution_running(local: A
 
 
 def test_rich_types_round_trip_through_a_worker(local: Any) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from tests.support.typed_tasks import Colour, Point, Shape, describe
 
     shape = Shape("tri", [Point(0, 0), Point(1, 2)], Colour.RED,
-                  datetime(2026, 1, 1, tzinfo=timezone.utc))
+                  datetime(2026, 1, 1, tzinfo=UTC))
     out = describe(shape, {"a": 1})
     assert out == Shape("TRI", [Point(1, 1), Point(2, 3)], Colour.BLUE, shape.made)
 

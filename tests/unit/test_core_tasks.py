@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ def test_key_is_name_version_and_sha256_of_canonical_json() -> None:
 
 def test_rich_types_become_json_and_key_is_stable() -> None:
     shape = Shape("tri", [Point(0, 0), Point(1, 0)], Colour.RED,
-                  datetime(2026, 1, 1, tzinfo=timezone.utc))
+                  datetime(2026, 1, 1, tzinfo=UTC))
     call = describe.bind(shape, {"a": 1}, FileRef("/data/x.bin"))
     assert call.input == {
         "shape": {"name": "tri", "corners": [{"x": 0, "y": 0}, {"x": 1, "y": 0}],
@@ -45,7 +45,7 @@ def test_rich_types_become_json_and_key_is_stable() -> None:
 
 def test_worker_side_structures_and_unstructures() -> None:
     data = describe.bind(Shape("q", [Point(1, 2)], Colour.RED,
-                               datetime(2026, 1, 1, tzinfo=timezone.utc)), {}).input
+                               datetime(2026, 1, 1, tzinfo=UTC)), {}).input
     out = describe.execute(data)
     assert out["name"] == "Q" and out["corners"] == [{"x": 2, "y": 3}]
     assert out["colour"] == "blue"
