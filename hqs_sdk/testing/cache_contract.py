@@ -7,6 +7,7 @@ outlive its process (then the reopen and multi-process tests are skipped, with t
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -19,17 +20,17 @@ from hqs_sdk.cache import Cache, CacheConfiguration
 from hqs_sdk.models import ExecutionState
 from hqs_sdk.testing.entries import make_entry
 
+# The writer imports the cache class itself, so the contract also works for a plugin that is
+# registered in the test only (not installed with an entry point).
 _WRITER = """
-import sys
-from hqs_sdk.plugins import registry
-from hqs_sdk.serialization import converter
-from hqs_sdk.cache import CacheConfiguration
+import base64, importlib, pickle, sys
 from hqs_sdk.testing.entries import make_entry
-import pickle, base64
+module, _, name = sys.argv[2].partition(":")
+cache_class = getattr(importlib.import_module(module), name)
 config = pickle.loads(base64.b64decode(sys.argv[1]))
-cache = registry().cache_spec_for(config).cache_class(config)
-for i in range(int(sys.argv[3])):
-    cache.put(make_entry(f"{sys.argv[2]}-{i}", n=i))
+cache = cache_class(config)
+for i in range(int(sys.argv[4])):
+    cache.put(make_entry(f"{sys.argv[3]}-{i}", n=i))
 cache.close()
 """
 
@@ -137,7 +138,10 @@ class CacheContract:
         import pickle
 
         blob = base64.b64encode(pickle.dumps(cache_config)).decode()
-        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, blob, f"p{n}", "100"])
+        cls = type(cache)
+        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, blob,
+                                   f"{cls.__module__}:{cls.__qualname__}", f"p{n}", "100"],
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
                  for n in range(3)]
         for proc in procs:
             assert proc.wait(120) == 0
