@@ -193,10 +193,9 @@ class LocalBackend(Backend):
             os.makedirs(folder, exist_ok=True)
             request_path = os.path.join(folder, "request.json")
             if not os.path.exists(request_path):
-                tmp = request_path + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump(converter.unstructure(request), f)
-                os.replace(tmp, request_path)
+                # Another client may submit this same execution at this moment (it found our
+                # fresh "created" cache entry): private temp names, and the first one wins.
+                self._write_once(request_path, converter.unstructure(request))
             lock_fd = os.open(os.path.join(folder, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise BackendError(f"cannot prepare {folder}: {exc}") from exc

@@ -167,3 +167,34 @@ def test_cached_result_needs_no_worker(local: BackendConfigurationLocal, tmp_pat
     with scoped_config(cache_mode=CacheMode.DISABLED):
         tasks.sleep(0.01, marker=str(marker))
     assert len(marker.read_text().splitlines()) == 2
+
+
+def test_concurrent_submissions_of_one_execution_run_it_once(tmp_path: Path) -> None:
+    """Two clients can submit the same execution at once (one re-attaching to the other's
+    fresh entry); the execution must start exactly once and neither submission may fail."""
+    import threading
+
+    marker = tmp_path / "runs.txt"
+    config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
+    for _ in range(10):
+        request = make_request(tasks.sleep, seconds=0.01, marker=str(marker))
+        backends = [LocalBackend(config) for _ in range(4)]
+        errors: list[BaseException] = []
+        handles: list[Any] = [None] * 4
+
+        def submit(i: int, request: Any = request, backends: Any = backends,
+                   handles: Any = handles, errors: Any = errors) -> None:
+            try:
+                handles[i] = backends[i].submit(request)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors
+        assert len({h["dir"] for h in handles}) == 1
+        wait_finished(backends[0], handles[0], 30)
+    assert len(marker.read_text().splitlines()) == 10

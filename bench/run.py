@@ -1,0 +1,66 @@
+"""Run the benchmarks and compare each figure with its target.
+
+    python bench/run.py [hello|run_many|cache_hit|import ...] [--quick]
+
+Prints a table, writes bench/results/latest.json, and exits 1 when a target is missed.
+Every figure except the cache hit is a ratio against a floor measured in the same run, since
+the machines this runs on are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_cache_hit  # noqa: E402
+import bench_hello  # noqa: E402
+import bench_import  # noqa: E402
+import bench_run_many  # noqa: E402
+
+BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": bench_cache_hit,
+              "import": bench_import}
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> int:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    samples = 7 if "--quick" in sys.argv else 21
+    chosen = args or list(BENCHMARKS)
+    records = []
+    for name in chosen:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        records += BENCHMARKS[name].run(samples)
+    print(f"\n{'benchmark':<46} {'value':>10} {'floor':>10} {'ratio':>7} {'limit':>7}  verdict")
+    for r in records:
+        floor = f"{r['floor']:.1f}" if r["floor"] else "-"
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "-"
+        verdict = "ok" if r["passed"] else "MISSED"
+        print(f"{r['name']:<46} {r['value']:>8.1f}{r['unit']:>2} {floor:>10} {ratio:>7} "
+              f"{r['limit'] or '-':>7}  {verdict}  {r['note']}")
+    meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "python": sys.version.split()[0], "cpus": os.cpu_count(), "cpu": cpu_model(),
+            "interpreter": sys.executable}
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"meta": meta, "results": records}, indent=2))
+    print(f"\n{meta}")
+    return 0 if all(r["passed"] for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
