@@ -10,9 +10,10 @@ from _timing import floor_command, interleaved, result, run_process
 
 
 def run(samples: int) -> list[dict[str, Any]]:
+    from hqs_sdk_example import hello
+
     from hqs_sdk import CacheMode, scoped_config
     from hqs_sdk.config import BackendConfigurationLocal
-    from hqs_sdk_example import hello
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

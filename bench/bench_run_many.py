@@ -14,9 +14,10 @@ CALLS = 100
 
 
 def run(samples: int) -> list[dict[str, Any]]:
+    from hqs_sdk_example import hello
+
     from hqs_sdk import CacheMode, run_many, scoped_config
     from hqs_sdk.config import BackendConfigurationLocal
-    from hqs_sdk_example import hello
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

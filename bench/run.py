@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_cache_hit  # noqa: E402
-import bench_hello  # noqa: E402
-import bench_import  # noqa: E402
-import bench_run_many  # noqa: E402
+import bench_cache_hit
+import bench_hello
+import bench_import
+import bench_run_many
 
 BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": bench_cache_hit,
               "import": bench_import}
@@ -29,9 +29,10 @@ BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": ben
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown"
