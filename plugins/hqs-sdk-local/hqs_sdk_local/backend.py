@@ -84,12 +84,16 @@ class BackendConfigurationLocal(BackendConfiguration):
         env: extra environment variables for the worker processes.
         worker_command: the command that starts ``hqs-task-execute``; default: the one
             installed beside this Python interpreter.
+        fork_server: start workers by forking them from a detached server that has the worker
+            imported already (much faster); when False, or when the server cannot be
+            reached, each worker is a fresh process. Ignored with ``worker_command``.
     """
 
     work_dir: str | None = attrs.field(default=None)
     vcpu_slots: int | None = attrs.field(default=None, validator=_slots_validator)
     env: dict[str, str] = attrs.field(factory=dict, converter=_env_converter)
     worker_command: tuple[str, ...] | None = attrs.field(default=None, converter=_command)
+    fork_server: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
 
 def _read_json(path: str) -> Any:
@@ -137,6 +141,11 @@ class LocalBackend(Backend):
         self.slot_count = config.vcpu_slots or len(os.sched_getaffinity(0))
         self.env = {**os.environ, **config.env}
         self.worker_command = list(config.worker_command or self._find_worker())
+        self._fork_server: str | None = None
+        if config.fork_server and config.worker_command is None:
+            from hqs_sdk_local.forkserver import socket_path
+
+            self._fork_server = socket_path(self.work_dir, self.env)
         self._lock = threading.Lock()
         self._children: dict[str, int] = {}
         self._pidfds: dict[str, int] = {}
@@ -214,34 +223,53 @@ class LocalBackend(Backend):
         return handle
 
     def _spawn(self, execution_id: str, folder: str, lock_fd: int) -> None:
-        # posix_spawn, not Popen: a Popen object would warn when collected while its detached
-        # worker still runs, and vfork-based spawning is faster. Only fds 0-3 reach the worker
-        # (Python opens everything else close-on-exec); fd 3 carries the execution's lock.
-        command = [*self.worker_command, folder, "--lock-fd", "3",
-                   "--slots", self.slots_dir, "--slot-count", str(self.slot_count)]
+        # Only fds 0-3 reach the worker (Python opens everything else close-on-exec); fd 3
+        # carries the execution's lock.
+        arguments = [folder, "--lock-fd", "3", "--slots", self.slots_dir,
+                     "--slot-count", str(self.slot_count)]
         err_path = os.path.join(folder, "worker.err")
         try:
             err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                pid = os.posix_spawn(
-                    command[0], command, self.env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, err_fd, 1),
-                        (os.POSIX_SPAWN_DUP2, err_fd, 2),
-                        (os.POSIX_SPAWN_DUP2, lock_fd, 3),
-                    ],
-                    setsid=True,
-                )
-            finally:
-                os.close(err_fd)
+        except OSError as exc:
+            raise BackendError(f"cannot create {err_path}: {exc.strerror}") from exc
+        try:
+            pid = None
+            if self._fork_server is not None:
+                from hqs_sdk_local.forkserver import spawn_worker
+
+                try:
+                    pid = spawn_worker(self._fork_server, arguments, self.env, folder,
+                                       lock_fd, err_fd)
+                except (OSError, ValueError):
+                    pid = None  # the server is an accelerator: spawn the worker directly
+            if pid is None:
+                pid = self._posix_spawn([*self.worker_command, *arguments], lock_fd, err_fd)
+            else:
+                pid = -pid  # not our child: nothing to reap
+        finally:
+            os.close(err_fd)
+        with self._lock:
+            self._children[execution_id] = pid
+
+    def _posix_spawn(self, command: list[str], lock_fd: int, err_fd: int) -> int:
+        # posix_spawn, not Popen: a Popen object would warn when collected while its detached
+        # worker still runs, and vfork-based spawning is faster.
+        try:
+            return os.posix_spawn(
+                command[0], command, self.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, err_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, err_fd, 2),
+                    (os.POSIX_SPAWN_DUP2, lock_fd, 3),
+                ],
+                setsid=True,
+            )
         except OSError as exc:
             raise BackendError(
                 f"cannot start the worker {command[0]!r}: {exc.strerror}. Is hqs-sdk installed "
                 "in this environment? Set BackendConfigurationLocal(worker_command=...) otherwise."
             ) from exc
-        with self._lock:
-            self._children[execution_id] = pid
 
     # -- states --------------------------------------------------------------------------------
 
@@ -284,6 +312,9 @@ class LocalBackend(Backend):
         """Collect the exit status of workers this process spawned (no zombies)."""
         with self._lock:
             for key, pid in list(self._children.items()):
+                if pid < 0:  # forked by the fork server, which reaps it
+                    del self._children[key]
+                    continue
                 try:
                     done, _ = os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
@@ -362,7 +393,8 @@ class LocalBackend(Backend):
             return fd
         pid, start = self._recorded_pid(folder)
         if pid is None:
-            pid, start = self._children.get(os.path.basename(folder)), None
+            child = self._children.get(os.path.basename(folder))
+            pid, start = (abs(child), None) if child is not None else (None, None)
         if pid is None:
             return None
         try:

@@ -198,3 +198,42 @@ def test_concurrent_submissions_of_one_execution_run_it_once(tmp_path: Path) -> 
         assert len({h["dir"] for h in handles}) == 1
         wait_finished(backends[0], handles[0], 30)
     assert len(marker.read_text().splitlines()) == 10
+
+
+def _servers(work: Path) -> list[Path]:
+    return sorted(work.glob("forkserver-*.sock"))
+
+
+def test_workers_come_from_the_fork_server_and_survive_it(hqs_config: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setenv("HQS_SDK_FORK_SERVER_IDLE", "1")
+    config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
+    backend = LocalBackend(config)
+    handle = backend.submit(make_request(tasks.sleep, seconds=3))
+    assert len(_servers(tmp_path / "work")) == 1
+    deadline = time.monotonic() + 15
+    while _servers(tmp_path / "work") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _servers(tmp_path / "work"), "the idle fork server did not exit"
+    response = wait_finished(backend, handle, 30)  # the worker outlived its server
+    assert response.state is ExecutionState.SUCCEEDED
+
+
+def test_without_the_fork_server_workers_are_spawned(hqs_config: Any, tmp_path: Path) -> None:
+    config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"), fork_server=False)
+    backend = LocalBackend(config)
+    response = wait_finished(backend, backend.submit(make_request(tasks.add, a=2)), 30)
+    assert response.output == 2
+    assert not _servers(tmp_path / "work")
+
+
+def test_an_unusable_fork_server_socket_falls_back_to_spawning(hqs_config: Any,
+                                                               tmp_path: Path) -> None:
+    config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
+    backend = LocalBackend(config)
+    assert backend._fork_server is not None
+    Path(backend._fork_server).parent.mkdir(parents=True, exist_ok=True)
+    Path(backend._fork_server).mkdir()  # a folder where the socket should be: connect fails
+    response = wait_finished(backend, backend.submit(make_request(tasks.add, a=3)), 30)
+    assert response.output == 3
