@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -25,6 +25,7 @@ __all__ = [
     "CacheConfiguration",
     "CacheConfigurationMemory",
     "CacheSpec",
+    "FileCacheConfiguration",
     "MemoryCache",
     "decode_entry",
     "default_cache_path",
@@ -120,6 +121,34 @@ def default_cache_path(filename: str) -> str:
     if script and not os.path.basename(script).startswith("ipykernel"):
         return os.path.join(os.path.dirname(os.path.abspath(script)), filename)
     return os.path.abspath(filename)
+
+
+def _file_validator(_: Any, __: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, str | os.PathLike):
+        from hqs_sdk.errors import ConfigurationError
+
+        raise ConfigurationError(f"file must be a path or None, got {value!r}")
+
+
+@attrs.define
+class FileCacheConfiguration(CacheConfiguration):
+    """Base for caches kept in one file: ``file``, defaulting to ``default_file`` beside the
+    running script (the working directory in Jupyter or a REPL)."""
+
+    default_file: ClassVar[str] = ".hqs_sdk_cache"
+    file: str | None = attrs.field(default=None, validator=_file_validator)
+
+    def path(self) -> str:
+        """The absolute path of the cache file."""
+        if self.file is None:
+            return default_cache_path(self.default_file)
+        return os.path.abspath(os.fspath(self.file))
+
+    def identity(self) -> str:
+        return f"{type(self).__name__}:{self.path()}"
+
+    def describe(self) -> str:
+        return self.path()
 
 
 # -- the core's own in-process cache ---------------------------------------------------------

@@ -16,12 +16,18 @@ import os
 import shelve
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
-from hqs_sdk.cache import Cache, CacheConfiguration, decode_entry, default_cache_path, encode_entry
-from hqs_sdk.errors import CacheCorruptError, CacheError, ConfigurationError
+from hqs_sdk.cache import (
+    Cache,
+    CacheConfiguration,
+    FileCacheConfiguration,
+    decode_entry,
+    encode_entry,
+)
+from hqs_sdk.errors import CacheCorruptError, CacheError
 from hqs_sdk.models import CacheEntry
 
 __all__ = ["CacheConfigurationShelve", "ShelveCache"]
@@ -29,13 +35,8 @@ __all__ = ["CacheConfigurationShelve", "ShelveCache"]
 DEFAULT_FILE = ".hqs_sdk_cache.shelve"
 
 
-def _file_validator(_: Any, __: Any, value: Any) -> None:
-    if value is not None and not isinstance(value, str | os.PathLike):
-        raise ConfigurationError(f"file must be a path or None, got {value!r}")
-
-
 @attrs.define
-class CacheConfigurationShelve(CacheConfiguration):
+class CacheConfigurationShelve(FileCacheConfiguration):
     """Cache executions in a shelve database.
 
     Attributes:
@@ -43,19 +44,7 @@ class CacheConfigurationShelve(CacheConfiguration):
             beside the running script.
     """
 
-    file: str | None = attrs.field(default=None, validator=_file_validator)
-
-    def path(self) -> str:
-        """The absolute path handed to :func:`shelve.open`."""
-        if self.file is None:
-            return default_cache_path(DEFAULT_FILE)
-        return os.path.abspath(os.fspath(self.file))
-
-    def identity(self) -> str:
-        return f"shelve:{self.path()}"
-
-    def describe(self) -> str:
-        return self.path()
+    default_file: ClassVar[str] = DEFAULT_FILE
 
 
 class ShelveCache(Cache):

@@ -13,11 +13,17 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import ClassVar
 
 import attrs
 
-from hqs_sdk.cache import Cache, CacheConfiguration, decode_entry, default_cache_path, encode_entry
+from hqs_sdk.cache import (
+    Cache,
+    CacheConfiguration,
+    FileCacheConfiguration,
+    decode_entry,
+    encode_entry,
+)
 from hqs_sdk.errors import CacheCorruptError, CacheError
 from hqs_sdk.models import CacheEntry
 
@@ -40,15 +46,8 @@ CREATE INDEX IF NOT EXISTS entries_state ON entries (state);
 """
 
 
-def _file_validator(_: Any, __: Any, value: Any) -> None:
-    if value is not None and not isinstance(value, str | os.PathLike):
-        from hqs_sdk.errors import ConfigurationError
-
-        raise ConfigurationError(f"file must be a path or None, got {value!r}")
-
-
 @attrs.define
-class CacheConfigurationSQLite(CacheConfiguration):
+class CacheConfigurationSQLite(FileCacheConfiguration):
     """Cache executions in an SQLite database file.
 
     Attributes:
@@ -56,19 +55,7 @@ class CacheConfigurationSQLite(CacheConfiguration):
             (the working directory in Jupyter or a REPL).
     """
 
-    file: str | None = attrs.field(default=None, validator=_file_validator)
-
-    def path(self) -> str:
-        """The absolute path of the database file."""
-        if self.file is None:
-            return default_cache_path(DEFAULT_FILE)
-        return os.path.abspath(os.fspath(self.file))
-
-    def identity(self) -> str:
-        return f"sqlite:{self.path()}"
-
-    def describe(self) -> str:
-        return self.path()
+    default_file: ClassVar[str] = DEFAULT_FILE
 
 
 class SQLiteCache(Cache):
