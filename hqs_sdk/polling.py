@@ -7,8 +7,8 @@ the backend's minimum, backs off while nothing changes and snaps back when somet
 Transient backend errors are retried with tenacity until the backend's ``retry_seconds`` run
 out; then every waiter gets the error, which tells the user that re-running re-attaches.
 
-Submissions from many threads (``run_many``, ``asyncio.gather``) that arrive within a
-backend's ``submit_batch_window`` are handed to one ``submit_many`` call, so a batching
+Submissions from many threads (``run_many``, ``asyncio.gather``) that arrive less than a
+backend's ``submit_batch_window`` apart are handed to one ``submit_many`` call, so a batching
 backend (Slurm job arrays) sees them together.
 """
 
@@ -78,6 +78,7 @@ class PollHub:
         self._thread: threading.Thread | None = None
         self._batch: list[tuple[TaskExecutionRequest, Future[Handle]]] = []
         self._batch_timer: threading.Timer | None = None
+        self._batch_deadline = 0.0
 
     # -- submission --------------------------------------------------------------------------
 
@@ -89,11 +90,18 @@ class PollHub:
                                    self.backend.submit, request)
         future: Future[Handle] = Future()
         with self._lock:
+            now = time.monotonic()
+            if not self._batch:
+                self._batch_deadline = now + window * 20
             self._batch.append((request, future))
-            if self._batch_timer is None:
-                self._batch_timer = threading.Timer(window, self._flush_batch)
-                self._batch_timer.daemon = True
-                self._batch_timer.start()
+            # Debounce: flush once submissions stop arriving for `window` seconds (run_many's
+            # threads arrive spread out), but never later than 20 windows after the first.
+            if self._batch_timer is not None:
+                self._batch_timer.cancel()
+            delay = max(0.0, min(window, self._batch_deadline - now))
+            self._batch_timer = threading.Timer(delay, self._flush_batch)
+            self._batch_timer.daemon = True
+            self._batch_timer.start()
         return future.result()
 
     def _flush_batch(self) -> None:

@@ -286,16 +286,11 @@ def _task_error(name: str, key: str, response: TaskExecutionResponse, from_cache
 
 # Executions still pending in this process, by (cache identity, key): a second identical call
 # made while the first is pending (e.g. a duplicate in run_many) joins it instead of
-# submitting again. Different processes are kept apart by the cache entry instead.
-_inflight: dict[tuple[str, str], Execution[Any]] = {}
+# submitting again. While the first call is still being submitted its slot holds a ticket
+# (a Future) that identical calls wait on; no lock is held across a submission, so calls with
+# other keys never wait for it. Different processes are kept apart by the cache entry instead.
+_inflight: dict[tuple[str, str], Execution[Any] | Future[Execution[Any]]] = {}
 _inflight_lock = threading.Lock()
-# Striped locks: calls with the same key serialise their lookup-and-submit; memory stays
-# constant however many distinct keys a process sees.
-_key_locks = [threading.Lock() for _ in range(64)]
-
-
-def _key_lock(slot: tuple[str, str]) -> threading.Lock:
-    return _key_locks[hash(slot) % len(_key_locks)]
 
 
 def submit(call: TaskCall[R]) -> Execution[R]:
@@ -303,23 +298,40 @@ def submit(call: TaskCall[R]) -> Execution[R]:
     if not isinstance(call, TaskCall):
         raise TypeError(f"expected a TaskCall (from task.bind(...)), got {call!r}")
     configuration = current_config()
-    cache_config = configuration.cache
-    mode = cache_config.mode
+    mode = configuration.cache.mode
     if mode not in _READS:
         return _submit(call, configuration, mode)
-    slot = (cache_config.identity(), call.cache_key)
-    with _key_lock(slot):
+    slot = (configuration.cache.identity(), call.cache_key)
+    ticket: Future[Execution[Any]] = Future()
+    with _inflight_lock:
         pending = _inflight.get(slot)
-        if pending is not None and not pending.done():
-            return pending
+        if pending is None:
+            _inflight[slot] = ticket
+    if pending is not None:
+        try:
+            joined = pending.result() if isinstance(pending, Future) else pending
+        except Exception:
+            joined = None  # the first attempt failed: try on our own
+        if joined is not None and not joined.done():
+            return joined
+        return _submit(call, configuration, mode)
+    try:
         execution = _submit(call, configuration, mode)
-        if not execution.done():
+    except BaseException as exc:
+        with _inflight_lock:
+            _inflight.pop(slot, None)
+        ticket.set_exception(exc)
+        raise
+    with _inflight_lock:
+        if execution.done():
+            _inflight.pop(slot, None)
+        else:
+            _inflight[slot] = execution
             execution._inflight_slot = slot
-            with _inflight_lock:
-                _inflight[slot] = execution
-            if execution.done():  # finished meanwhile: its callback may have run already
-                execution._forget(None)
-        return execution
+    ticket.set_result(execution)
+    if execution.done():  # finished meanwhile: its callback may have run already
+        execution._forget(None)
+    return execution
 
 
 def _submit(call: TaskCall[R], configuration: Configuration, mode: CacheMode) -> Execution[R]:
