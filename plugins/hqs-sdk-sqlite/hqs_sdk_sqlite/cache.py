@@ -12,8 +12,9 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
-from typing import ClassVar
+import time
+from collections.abc import Callable, Iterator
+from typing import ClassVar, TypeVar
 
 import attrs
 
@@ -29,6 +30,7 @@ from hqs_sdk.models import CacheEntry
 
 __all__ = ["SCHEMA_VERSION", "CacheConfigurationSQLite", "SQLiteCache"]
 
+T = TypeVar("T")
 SCHEMA_VERSION = 1
 DEFAULT_FILE = ".hqs_sdk_cache.db"
 _BUSY_TIMEOUT_S = 30.0
@@ -44,6 +46,24 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_state ON entries (state);
 """
+
+
+def _while_locked(operation: Callable[[], T]) -> T:
+    """Retry ``operation`` while another process holds the lock it needs.
+
+    Two processes opening a new cache file at once race to switch it to WAL and create the
+    schema; SQLite answers "database is locked" there without waiting for the busy timeout.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            return operation()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 @attrs.define
@@ -96,12 +116,12 @@ class SQLiteCache(Cache):
             raise CacheError(f"cannot open the cache file {self.path}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise CacheError(f"the cache file {self.path} cannot use WAL mode ({mode}); "
                                  "put it on a local file system")
             conn.execute("PRAGMA synchronous = NORMAL")
-            self._ensure_schema(conn)
+            _while_locked(lambda: self._ensure_schema(conn))
         except sqlite3.Error as exc:
             conn.close()
             raise self._fail(exc, "opening it") from exc
