@@ -125,9 +125,11 @@ def test_scopes_are_per_thread(hqs_config: Any) -> None:
 
 def test_plugin_configuration_classes_resolve() -> None:
     import hqs_sdk.config
+    from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
 
     assert hqs_sdk.config.CacheConfigurationMemory is CacheConfigurationMemory
-    with pytest.raises(ImportError, match="pip install hqs-sdk-slurm") as info:
+    with use_plugin_manager(get_plugin_manager(load_entrypoints=False)), \
+            pytest.raises(ImportError, match="pip install hqs-sdk-slurm") as info:
         hqs_sdk.config.BackendConfigurationSlurm  # noqa: B018
     assert isinstance(info.value, PluginNotFoundError)
     with pytest.raises(AttributeError):
