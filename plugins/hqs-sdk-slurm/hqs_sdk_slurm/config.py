@@ -1,0 +1,138 @@
+"""``BackendConfigurationSlurm`` and the parsing of its OpenSSH-style ``ssh_extra`` options."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+import attrs
+
+from hqs_sdk.backend import BackendConfiguration
+from hqs_sdk.errors import ConfigurationError
+
+__all__ = ["BackendConfigurationSlurm", "SSHOptions", "parse_ssh_extra"]
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise ConfigurationError(f"expected a list of strings, got the string {value!r}")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"expected a list of strings, got {item!r} in {value!r}")
+    return items
+
+
+def _absolute(_: Any, attribute: Any, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not posixpath.isabs(value):
+        raise ConfigurationError(f"{attribute.name} must be an absolute path, got {value!r}")
+
+
+def _required_text(_: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{attribute.name} is required, got {value!r}")
+
+
+def _port(_: Any, __: Any, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 < value < 65536):
+        raise ConfigurationError(f"port must be a whole number from 1 to 65535, got {value!r}")
+
+
+@attrs.frozen
+class SSHOptions:
+    """What ``ssh_extra`` amounts to."""
+
+    identity_files: tuple[str, ...] = ()
+    port: int | None = None
+    jump: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+
+_KNOWN_O = {"userknownhostsfile", "stricthostkeychecking", "serveraliveinterval", "user",
+            "port", "identityfile", "proxyjump", "connecttimeout", "compression"}
+
+
+def parse_ssh_extra(args: tuple[str, ...]) -> SSHOptions:
+    """Read the common OpenSSH options (``-i``, ``-p``, ``-J``, ``-o Key=Value``)."""
+    identity: list[str] = []
+    port = jump = None
+    options: list[tuple[str, str]] = []
+    items = list(args)
+    while items:
+        flag = items.pop(0)
+        if flag in ("-i", "-p", "-J", "-o"):
+            if not items:
+                raise ConfigurationError(f"ssh_extra: {flag} needs a value")
+            value = items.pop(0)
+        elif len(flag) > 2 and flag[:2] in ("-i", "-p", "-J", "-o"):
+            flag, value = flag[:2], flag[2:]
+        else:
+            raise ConfigurationError(
+                f"ssh_extra: {flag!r} is not supported; use -i FILE, -p PORT, "
+                "-J [USER@]HOST[:PORT] or -o Key=Value, or put the setting in ~/.ssh/config"
+            )
+        if flag == "-i":
+            identity.append(os.path.expanduser(value))
+        elif flag == "-p":
+            try:
+                port = int(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"ssh_extra: -p needs a port number, got {value!r}") from None
+        elif flag == "-J":
+            jump = value
+        else:
+            key, sep, option = value.partition("=")
+            if not sep or key.lower() not in _KNOWN_O:
+                raise ConfigurationError(
+                    f"ssh_extra: -o {value!r} is not supported; known: "
+                    f"{', '.join(sorted(_KNOWN_O))} (as Key=Value)"
+                )
+            options.append((key.lower(), option))
+    return SSHOptions(tuple(identity), port, jump, tuple(options))
+
+
+@attrs.frozen
+class BackendConfigurationSlurm(BackendConfiguration):
+    """Run tasks as Slurm jobs on a cluster reached through its login node.
+
+    Attributes:
+        login_host: the login node's host name (or an alias from ``~/.ssh/config``).
+        slurm_tmp_io: a folder that the login node and every compute node see; each execution
+            gets a sub-folder there.
+        slurm_tmp_io_local: the same folder as this machine sees it, if it does (then files
+            are read and written directly instead of over SFTP).
+        login_user: the SSH user; default from ``~/.ssh/config``, else the local user.
+        port: the SSH port; default from ``~/.ssh/config``, else 22.
+        ssh_extra: OpenSSH options: ``-i FILE``, ``-p PORT``, ``-J JUMPHOST``, ``-o Key=Value``.
+        sbatch_extra: extra ``sbatch`` arguments (passed quoted, one argument each).
+        slurm_script_shell: the shell of the batch script.
+        preparation_script_before: shell lines run first in every job (e.g. activating the
+            environment that has ``hqs-task-execute``).
+        preparation_script_after: shell lines run after them, just before the task.
+        debug_slurm_script: log every generated batch script.
+        known_hosts: the known-hosts file host keys are checked against; default
+            ``~/.ssh/known_hosts``. Unknown or changed keys are refused.
+    """
+
+    login_host: str = attrs.field(validator=_required_text)
+    slurm_tmp_io: str = attrs.field(validator=_absolute)
+    slurm_tmp_io_local: str | None = attrs.field(default=None, validator=_absolute)
+    login_user: str | None = None
+    port: int | None = attrs.field(default=None, validator=_port)
+    ssh_extra: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    sbatch_extra: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    slurm_script_shell: str = "/bin/bash"
+    preparation_script_before: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    preparation_script_after: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    debug_slurm_script: bool = False
+    known_hosts: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        parse_ssh_extra(self.ssh_extra)  # refuse unsupported options when configured

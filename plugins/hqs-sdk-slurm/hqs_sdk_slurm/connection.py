@@ -1,0 +1,193 @@
+"""One persistent SSH connection per login host and client process, shared by all threads.
+
+Host keys are checked against ``known_hosts`` (an unknown or changed key is refused with the
+command that trusts the host). A dropped connection surfaces as
+:class:`~hqs_sdk.errors.BackendUnavailableError`, which the core retries with back-off; the
+next call opens a new connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import Any
+
+from hqs_sdk.errors import BackendRejectedError, BackendUnavailableError
+from hqs_sdk_slurm.config import BackendConfigurationSlurm, parse_ssh_extra
+
+log = logging.getLogger("hqs_sdk.slurm")
+
+__all__ = ["RemoteResult", "SSHSession"]
+
+
+class RemoteResult:
+    """Exit code and output of one remote command."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+
+class SSHSession:
+    """The connection to one login host; see the module docstring."""
+
+    def __init__(self, config: BackendConfigurationSlurm) -> None:
+        self.config = config
+        self._options = parse_ssh_extra(config.ssh_extra)
+        self._lock = threading.Lock()
+        self._sftp_lock = threading.Lock()
+        self._connection: Any = None
+        self._sftp: Any = None
+        #: How many SSH connections this session has opened (for tests and benchmarks).
+        self.connections_opened = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.config.login_host}"
+
+    def _known_hosts(self) -> str:
+        options = dict(self._options.options)
+        path = (self.config.known_hosts or options.get("userknownhostsfile")
+                or os.path.expanduser("~/.ssh/known_hosts"))
+        return os.path.expanduser(path)
+
+    def _open(self) -> Any:
+        import fabric
+        import paramiko
+
+        options = dict(self._options.options)
+        port = self.config.port or self._options.port or (
+            int(options["port"]) if "port" in options else None)
+        connect_kwargs: dict[str, Any] = {"timeout": float(options.get("connecttimeout", 20))}
+        keys = list(self._options.identity_files)
+        if "identityfile" in options:
+            keys.append(os.path.expanduser(options["identityfile"]))
+        if keys:
+            connect_kwargs["key_filename"] = keys
+        gateway = None
+        jump = self._options.jump or options.get("proxyjump")
+        if jump:
+            gateway = fabric.Connection(jump, connect_kwargs=dict(connect_kwargs))
+            self._verify_host_keys(gateway)
+        connection = fabric.Connection(
+            self.config.login_host, user=self.config.login_user or options.get("user"),
+            port=port, connect_kwargs=connect_kwargs, gateway=gateway,
+        )
+        self._verify_host_keys(connection)
+        try:
+            connection.open()
+        except paramiko.BadHostKeyException as exc:
+            raise BackendRejectedError(
+                f"the host key of {self.where} has CHANGED since it was recorded in "
+                f"{self._known_hosts()}; this may be an attack. If the change is expected, "
+                f"remove the old key with `ssh-keygen -R {self.config.login_host}` and connect "
+                "once with ssh to record the new one."
+            ) from exc
+        except paramiko.SSHException as exc:
+            text = str(exc)
+            if "not found in known_hosts" in text or ("Server" in text and "not found" in text):
+                raise BackendRejectedError(
+                    f"the host key of {self.where} is unknown (not in {self._known_hosts()}). "
+                    f"Check it and trust the host by connecting once with `ssh "
+                    f"{self.config.login_host}`, or add it with `ssh-keyscan`."
+                ) from exc
+            if isinstance(exc, paramiko.AuthenticationException):
+                raise BackendRejectedError(
+                    f"SSH login to {self.where} failed: {exc}. Check login_user and the key "
+                    "(ssh_extra=['-i', KEYFILE] or ~/.ssh/config)."
+                ) from exc
+            raise BackendUnavailableError(f"cannot connect to {self.where}: {exc}") from exc
+        except OSError as exc:
+            raise BackendUnavailableError(f"cannot connect to {self.where}: {exc}") from exc
+        transport = connection.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
+        self.connections_opened += 1
+        log.debug("opened SSH connection %d to %s", self.connections_opened, self.where)
+        return connection
+
+    def _verify_host_keys(self, connection: Any) -> None:
+        import paramiko
+
+        client = connection.client
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        path = self._known_hosts()
+        if os.path.exists(path):
+            client.load_host_keys(path)
+
+    def connection(self) -> Any:
+        with self._lock:
+            if self._connection is None or not self._connection.is_connected:
+                self._drop()
+                self._connection = self._open()
+            return self._connection
+
+    def _drop(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):  # a dead connection may fail to close
+                self._sftp.close()
+            self._sftp = None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+
+    def _failed(self, exc: BaseException, doing: str) -> BackendUnavailableError:
+        with self._lock:
+            self._drop()
+        return BackendUnavailableError(f"the SSH connection to {self.where} failed while "
+                                       f"{doing}: {exc}")
+
+    def run(self, command: str, doing: str, timeout: float = 120) -> RemoteResult:
+        """Run a shell command on the login host (one channel of the shared connection)."""
+        connection = self.connection()
+        try:
+            result = connection.run(command, hide=True, warn=True, in_stream=False,
+                                    timeout=timeout)
+        except (OSError, EOFError) as exc:
+            raise self._failed(exc, doing) from exc
+        except Exception as exc:
+            import paramiko
+
+            if isinstance(exc, paramiko.SSHException):
+                raise self._failed(exc, doing) from exc
+            raise
+        return RemoteResult(result.exited, result.stdout, result.stderr)
+
+    def _sftp_client(self) -> Any:
+        connection = self.connection()
+        with self._lock:
+            if self._sftp is None:
+                self._sftp = connection.client.open_sftp()
+            return self._sftp
+
+    def write_files(self, files: dict[str, bytes], doing: str) -> None:
+        """Write several remote files (each through a temporary name, then renamed)."""
+        try:
+            with self._sftp_lock:
+                sftp = self._sftp_client()
+                for path, data in files.items():
+                    tmp = f"{path}.tmp"
+                    with sftp.open(tmp, "wb") as f:
+                        f.write(data)
+                    sftp.posix_rename(tmp, path)
+        except (OSError, EOFError) as exc:
+            raise self._failed(exc, doing) from exc
+
+    def read_file(self, path: str, doing: str) -> bytes | None:
+        """A remote file's content, or None if it does not exist."""
+        try:
+            with self._sftp_lock:
+                sftp = self._sftp_client()
+                try:
+                    with sftp.open(path, "rb") as f:
+                        return bytes(f.read())
+                except FileNotFoundError:
+                    return None
+        except (OSError, EOFError) as exc:
+            raise self._failed(exc, doing) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -1,0 +1,67 @@
+"""The batch script and the ``sbatch`` command line, with every value shell-quoted.
+
+Options travel on the ``sbatch`` command line, not as ``#SBATCH`` lines: sbatch does not apply
+shell quoting to those, and a path or task name must never be able to inject anything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+
+from hqs_sdk.models import Provisioning
+from hqs_sdk_slurm.config import BackendConfigurationSlurm
+
+__all__ = ["batch_script", "sbatch_command", "sbatch_options"]
+
+
+def sbatch_options(provisioning: Provisioning) -> list[str]:
+    """``--cpus-per-task``, ``--mem``, ``--gres`` and ``--time`` for one provisioning."""
+    options = [f"--cpus-per-task={max(1, math.ceil(provisioning.vcpu or 1))}"]
+    if provisioning.memory_mb:
+        options.append(f"--mem={provisioning.memory_mb}M")
+    if provisioning.gpu:
+        options.append(f"--gres=gpu:{provisioning.gpu}")
+    if provisioning.timeout_s:
+        # The worker enforces the exact timeout; Slurm's limit is a backstop with a margin.
+        minutes = math.ceil(provisioning.timeout_s / 60) + 1
+        options.append(f"--time={minutes}")
+    return options
+
+
+def job_name(task_name: str) -> str:
+    """A job name Slurm and shells accept whatever the task is called."""
+    return "hqs-" + (re.sub(r"[^A-Za-z0-9_.-]", "_", task_name)[:40] or "task")
+
+
+def sbatch_command(config: BackendConfigurationSlurm, task_name: str, batch_dir: str,
+                   count: int, provisioning: Provisioning) -> str:
+    """The shell command that submits one job array for the batch."""
+    args = ["sbatch", "--parsable", f"--job-name={job_name(task_name)}",
+            f"--array=0-{count - 1}", f"--output={batch_dir}/slurm-%A_%a.out",
+            *sbatch_options(provisioning), *config.sbatch_extra, f"{batch_dir}/job.sh"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def batch_script(config: BackendConfigurationSlurm, batch_dir: str) -> str:
+    """A script that runs ``hqs-task-execute`` on the array index's line of ``dirs.txt``."""
+    dirs = shlex.quote(f"{batch_dir}/dirs.txt")
+    return "\n".join([
+        f"#!{config.slurm_script_shell}",
+        "# Written by hqs-sdk-slurm. The control folder first, so preparation cannot break it:",
+        f'DIR=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {dirs})',
+        '[ -n "$DIR" ] || { echo "no control folder for array index $SLURM_ARRAY_TASK_ID"; '
+        "exit 1; }",
+        "# preparation_script_before and preparation_script_after:",
+        *config.preparation_script_before,
+        *config.preparation_script_after,
+        "",
+        "if ! command -v hqs-task-execute >/dev/null 2>&1; then",
+        '    echo "hqs-task-execute was not found on $(hostname); PATH=$PATH" '
+        '> "$DIR/worker_missing"',
+        "    exit 127",
+        "fi",
+        'exec hqs-task-execute "$DIR"',
+        "",
+    ])

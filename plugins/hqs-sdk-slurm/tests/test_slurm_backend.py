@@ -1,0 +1,154 @@
+"""The Slurm backend against a real Slurm reached through a real sshd."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hqs_sdk_slurm import BackendConfigurationSlurm, SlurmBackend
+from hqs_sdk_slurm.config import parse_ssh_extra
+from hqs_sdk_slurm.script import batch_script, sbatch_command
+
+from hqs_sdk import run_many
+from hqs_sdk.errors import BackendRejectedError, ConfigurationError
+from hqs_sdk.models import ExecutionState, Provisioning
+from hqs_sdk.testing import BackendContract, tasks, wait_finished
+from hqs_sdk.testing.backend_contract import make_request
+
+
+class TestSlurmBackendContract(BackendContract):
+    finish_timeout = 90.0
+
+    @pytest.fixture
+    def backend_config(self, slurm_config: Any) -> Any:
+        return slurm_config
+
+
+def test_run_many_is_one_job_array_over_one_connection(hqs_config: Any, slurm_config: Any
+                                                       ) -> None:
+    hqs_config.backend = slurm_config
+    calls = [tasks.add.bind(i, 1000) for i in range(12)]
+    assert run_many(calls) == [i + 1000 for i in range(12)]
+    from hqs_sdk.runner import backend_for
+
+    _, backend, _ = backend_for(slurm_config, hqs_config)
+    assert isinstance(backend, SlurmBackend)
+    assert backend.session.connections_opened == 1
+    batches = list((Path(slurm_config.slurm_tmp_io) / "batches").iterdir())
+    assert len(batches) == 1, "the 12 calls should have been one sbatch"
+    assert len((batches[0] / "dirs.txt").read_text().splitlines()) == 12
+
+
+def test_local_io_mode_maps_file_references(hqs_config: Any, slurm_config: Any) -> None:
+    config = attrs.evolve(slurm_config, slurm_tmp_io_local=slurm_config.slurm_tmp_io)
+    hqs_config.backend = config
+    ref = tasks.write_text("über slurm")
+    assert ref.path is not None and ref.path.startswith(slurm_config.slurm_tmp_io)
+    assert ref.read_text() == "über slurm"
+    assert tasks.read_text(ref) == "über slurm"  # passed to a second job as it is
+
+
+def test_missing_worker_explains_preparation_script(slurm_config: Any) -> None:
+    config = attrs.evolve(slurm_config, preparation_script_before=["export PATH=/usr/bin:/bin"])
+    backend = SlurmBackend(config)
+    try:
+        response = wait_finished(backend, backend.submit(make_request(tasks.add, a=1)), 90)
+    finally:
+        backend.close()
+    assert response.state is ExecutionState.FAILED
+    assert response.error.kind == "worker_missing"
+    assert "preparation_script_before" in response.error.message
+
+
+def test_slurm_time_limit_is_reported(slurm_config: Any) -> None:
+    config = attrs.evolve(slurm_config, sbatch_extra=["--time=1"])  # one minute
+    backend = SlurmBackend(config)
+    try:
+        handle = backend.submit(make_request(tasks.sleep, seconds=1))
+        response = wait_finished(backend, handle, 90)
+    finally:
+        backend.close()
+    assert response.state is ExecutionState.SUCCEEDED  # well within the limit
+
+
+def test_unknown_host_key_is_refused_with_a_hint(slurm_config: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    backend = SlurmBackend(attrs.evolve(slurm_config, known_hosts=str(empty)))
+    try:
+        with pytest.raises(BackendRejectedError, match=r"host key .* is unknown"):
+            backend.submit(make_request(tasks.add, a=1))
+    finally:
+        backend.close()
+
+
+def test_values_never_reach_a_shell_unquoted(slurm_config: Any, tmp_path: Path) -> None:
+    import shlex
+
+    target = tmp_path / "pwned"
+    evil = f"x'; touch {target}; echo '"
+    config = attrs.evolve(slurm_config, sbatch_extra=[f"--comment={evil}"])
+    command = sbatch_command(config, f"name{evil}", f"/io/{evil}", 3, Provisioning(vcpu=1.5))
+    argv = shlex.split(command)
+    assert f"--comment={evil}" in argv and argv[-1] == f"/io/{evil}/job.sh"
+    assert "--cpus-per-task=2" in argv and "--array=0-2" in argv
+    assert shlex.quote(f"/io/{evil}/dirs.txt") in batch_script(config, f"/io/{evil}")
+    backend = SlurmBackend(config)  # and for real, through ssh and sbatch
+    try:
+        response = wait_finished(backend, backend.submit(make_request(tasks.add, a=5)), 90)
+    finally:
+        backend.close()
+    assert response.output == 5
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["-X"], "not supported"),
+    (["-o", "ForwardAgent=yes"], "not supported"),
+    (["-p"], "needs a value"),
+    (["-p", "ssh"], "port number"),
+])
+def test_unsupported_ssh_options_are_refused(extra: list[str], words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        BackendConfigurationSlurm(login_host="h", slurm_tmp_io="/io", ssh_extra=extra)
+
+
+def test_ssh_options_are_understood() -> None:
+    options = parse_ssh_extra(("-i", "/k", "-p2222", "-J", "bastion", "-o",
+                               "UserKnownHostsFile=/kh"))
+    assert options.identity_files == ("/k",) and options.port == 2222
+    assert options.jump == "bastion" and options.options == (("userknownhostsfile", "/kh"),)
+
+
+def test_configuration_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="absolute"):
+        BackendConfigurationSlurm(login_host="h", slurm_tmp_io="relative/io")
+    with pytest.raises(ConfigurationError, match="login_host"):
+        BackendConfigurationSlurm(login_host="", slurm_tmp_io="/io")
+    with pytest.raises(ConfigurationError, match="list of strings"):
+        BackendConfigurationSlurm(login_host="h", slurm_tmp_io="/io", sbatch_extra="--x")
+
+
+def test_polling_is_one_remote_command_per_round(slurm_config: Any) -> None:
+    backend = SlurmBackend(slurm_config)
+    try:
+        handles = backend.submit_many([make_request(tasks.sleep, seconds=2) for _ in range(6)])
+        calls = []
+        original = backend.session.run
+
+        def counting(command: str, doing: str, timeout: float = 120) -> Any:
+            calls.append(doing)
+            return original(command, doing, timeout)
+
+        backend.session.run = counting  # type: ignore[method-assign]
+        backend.states(handles)
+        assert calls == ["polling 6 executions"]
+        deadline = time.monotonic() + 90
+        while not all(s.state.finished for s in backend.states(handles)):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        backend.close()
