@@ -397,6 +397,11 @@ def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = No
             with open(os.path.join(control, "result.json")) as f:
                 result = json.load(f)
         except (OSError, ValueError):
+            if cancelled[0] or os.path.exists(os.path.join(control, "cancel")):
+                # A scheduler may signal every process of the job at once (Slurm's scancel),
+                # so the task can die before this process sees its own signal.
+                raise _Outcome("cancelled", "cancelled", "Cancelled",
+                               "the execution was cancelled while running") from None
             if os.WIFSIGNALED(status):
                 sig = _signal_name(os.WTERMSIG(status))
                 raise _Outcome(

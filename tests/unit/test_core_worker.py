@@ -94,3 +94,34 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "usage: hqs-task-execute" in done.stderr
     done = subprocess.run([*WORKER, str(tmp_path), "--bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown option --bogus" in done.stderr
+
+
+def test_task_killed_while_a_cancel_is_pending_counts_as_cancelled(tmp_path: Path) -> None:
+    """Schedulers such as Slurm signal every process of a job at once on cancel."""
+    import signal
+    import time
+
+    request = make_request(tasks.sleep, seconds=30)
+    control = tmp_path / request.execution_id
+    control.mkdir()
+    (control / "request.json").write_text(json.dumps(converter.unstructure(request)))
+    worker = subprocess.Popen([*WORKER, str(control)])
+    deadline = time.monotonic() + 30
+    while not (control / "log.txt").exists() or (control / "state").read_text() != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    (control / "cancel").write_text("")
+    child = next(int(p) for p in os.listdir("/proc")
+                 if p.isdigit() and _parent(int(p)) == worker.pid)
+    os.kill(child, signal.SIGTERM)  # the task first, as Slurm's signal may arrive
+    worker.wait(30)
+    assert response(control).state is ExecutionState.CANCELLED
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
