@@ -1,4 +1,4 @@
-"""Streaming reads of file references that are URLs (signed URLs of remote backends)."""
+"""Streaming reads of file references that are URLs: http(s) here, other schemes by plugins."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from hqs_sdk.errors import BackendUnavailableError, HqsSdkError
 
 
 def open_url(url: str, timeout: float = 60.0) -> IO[bytes]:
-    """Open ``url`` for streamed reading; only http(s) is known to the core."""
+    """Open ``url`` for streamed reading (http(s), or a plugin's ``hqs_sdk_file_openers``)."""
     if not url.startswith(("http://", "https://")):
-        raise HqsSdkError(
-            f"cannot open file reference {url!r}: the core reads local paths and http(s) URLs "
-            "only; install the backend plugin that produced it."
-        )
+        from hqs_sdk.plugins import registry
+
+        scheme = url.partition("://")[0].lower()
+        spec = registry().file_openers.get(scheme)
+        if spec is None:
+            raise HqsSdkError(
+                f"cannot open file reference {url!r}: no installed plugin reads {scheme}:// "
+                "URLs (the core reads local paths and http(s)); install the backend plugin "
+                "that produced it."
+            )
+        return spec.open(url)
     import requests  # imported here: most scripts never read a remote file
 
     try:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
-__all__ = ["FILEREF_KEY", "FileRef", "map_filerefs"]
+__all__ = ["FILEREF_KEY", "FileOpenerSpec", "FileRef", "map_filerefs"]
 
 FILEREF_KEY = "$fileref"
 _CHUNK = 1 << 20
@@ -131,6 +131,19 @@ class FileRef:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FileRef, (self._location,))
+
+
+class FileOpenerSpec(NamedTuple):
+    """How a plugin reads file references whose URL scheme it owns (``hqs_sdk_file_openers``).
+
+    ``open`` takes the whole URL and returns a binary stream; it should stream rather than
+    read the file whole, and raise :class:`~hqs_sdk.errors.HqsSdkError` with a hint when the
+    file is gone.
+    """
+
+    name: str  # the URL scheme, e.g. "sftp"
+    open: Callable[[str], IO[bytes]]
+    description: str = ""
 
 
 def map_filerefs(value: Any, fn: Callable[[str], str]) -> Any:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hqs_sdk.backend import BackendSpec
     from hqs_sdk.cache import CacheSpec
     from hqs_sdk.events import Event
+    from hqs_sdk.fileref import FileOpenerSpec
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -88,6 +89,28 @@ def hqs_sdk_tasks() -> Iterable[Any]:  # type: ignore[empty-body]
         def hqs_sdk_tasks():
             yield simulate
             yield analyse
+    """
+
+
+@hookspec
+def hqs_sdk_file_openers() -> Iterable[FileOpenerSpec]:  # type: ignore[empty-body]
+    """Yield a :class:`~hqs_sdk.fileref.FileOpenerSpec` per URL scheme the plugin can read.
+
+    :meth:`FileRef.open <hqs_sdk.fileref.FileRef.open>` reads local paths and http(s) URLs
+    itself and asks these openers for any other scheme, so a backend can return references
+    its own transport serves (the Slurm backend's ``sftp://`` references, for example).
+
+    Example::
+
+        from hqs_sdk import hookimpl
+        from hqs_sdk.fileref import FileOpenerSpec
+
+        def open_s3(url):
+            ...  # return a binary stream of the object
+
+        @hookimpl
+        def hqs_sdk_file_openers():
+            yield FileOpenerSpec("s3", open_s3, "objects in S3")
     """
 
 

@@ -23,6 +23,7 @@ from hqs_sdk.errors import PluginConflictError, PluginError, PluginNotFoundError
 if TYPE_CHECKING:
     from hqs_sdk.backend import BackendConfiguration, BackendSpec
     from hqs_sdk.cache import CacheConfiguration, CacheSpec
+    from hqs_sdk.fileref import FileOpenerSpec
     from hqs_sdk.tasks import Task
 
 __all__ = [
@@ -128,6 +129,7 @@ class Registry:
         self.backends: dict[str, BackendSpec] = self._collect(pm, "hqs_sdk_backends", "backend")
         self.caches: dict[str, CacheSpec] = self._collect(pm, "hqs_sdk_caches", "cache")
         self._tasks: dict[str, Task[Any]] | None = None
+        self._file_openers: dict[str, FileOpenerSpec] | None = None
         hook = pm.hook.hqs_sdk_on_event
         self.event_hook: Callable[..., Any] | None = hook if hook.get_hookimpls() else None
 
@@ -160,6 +162,14 @@ class Registry:
         if self._tasks is None:
             self._tasks = self._collect(self.plugin_manager, "hqs_sdk_tasks", "task")
         return self._tasks
+
+    @property
+    def file_openers(self) -> dict[str, FileOpenerSpec]:
+        """File openers by URL scheme (collected on first use)."""
+        if self._file_openers is None:
+            self._file_openers = self._collect(self.plugin_manager, "hqs_sdk_file_openers",
+                                               "file opener")
+        return self._file_openers
 
     # -- lookups with helpful errors ---------------------------------------------------------
 
