@@ -15,7 +15,11 @@ Every backend runs tasks through this command, so a task behaves the same everyw
 The task runs in a forked child in its own process group, with ``CONTROL_DIR/files`` as its
 working directory; this process supervises it: it enforces the timeout and the memory limit
 (killing the whole group), turns SIGTERM into a cancellation, and measures wall time, CPU
-time and peak memory. An exclusive ``flock`` on ``CONTROL_DIR/lock`` is held for the whole
+time and peak memory. With ``HQS_SDK_WORKER_SIGTERM=exit`` in its environment (set by
+schedulers' batch scripts), a SIGTERM without a ``cancel`` file in the folder is the
+scheduler's (time limit, preemption, node failure): the worker stops the task and exits with
+code 143 without a response, so the job can be requeued and the backend reports the
+scheduler's reason. An exclusive ``flock`` on ``CONTROL_DIR/lock`` is held for the whole
 run, so at most one worker ever runs an execution, and a backend can tell a live worker from
 a dead one. With ``--slots``, the worker first takes ``ceil(vcpu)`` of ``--slot-count`` lock
 files in that folder, so executions beyond the machine's cores wait their turn (state
@@ -39,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 LOG_TAIL_BYTES = 64 * 1024
+SIGTERM_ENV = "HQS_SDK_WORKER_SIGTERM"
 _KILL_GRACE_S = 2.0
 _MEMORY_SAMPLE_S = 0.1
 
@@ -320,6 +325,15 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def _stopped_by_scheduler(control: str, cancelled: list[bool], status: int | None = None
+                          ) -> bool:
+    """A SIGTERM the user did not ask for, under a scheduler that reports its own reason."""
+    if os.environ.get(SIGTERM_ENV) != "exit" or os.path.exists(os.path.join(control, "cancel")):
+        return False
+    return cancelled[0] or (status is not None and os.WIFSIGNALED(status)
+                            and os.WTERMSIG(status) == signal.SIGTERM)
+
+
 def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = None,
             slot_count: int | None = None) -> int:
     """Run the execution in ``control``; return the process exit code."""
@@ -397,6 +411,8 @@ def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = No
             with open(os.path.join(control, "result.json")) as f:
                 result = json.load(f)
         except (OSError, ValueError):
+            if _stopped_by_scheduler(control, cancelled, status):
+                return 143
             if cancelled[0] or os.path.exists(os.path.join(control, "cancel")):
                 # A scheduler may signal every process of the job at once (Slurm's scancel),
                 # so the task can die before this process sees its own signal.
@@ -417,6 +433,8 @@ def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = No
             ) from None
         _write_json(response_path, response_from_result(execution_id, result, control, metrics))
     except _Outcome as outcome:
+        if outcome.state == "cancelled" and _stopped_by_scheduler(control, cancelled):
+            return 143
         metrics = locals().get("metrics") or {}
         _write_json(response_path, error_response(
             execution_id, outcome.state, outcome.kind, outcome.type, outcome.message, control,

@@ -125,3 +125,33 @@ def _parent(pid: int) -> int:
             return int(f.read().rpartition(")")[2].split()[1])
     except (OSError, ValueError, IndexError):
         return -1
+
+
+def test_scheduler_sigterm_leaves_no_response_so_the_job_can_be_requeued(tmp_path: Path
+                                                                         ) -> None:
+    """Under HQS_SDK_WORKER_SIGTERM=exit, only a SIGTERM with a cancel file is a cancel."""
+    import signal
+    import time
+
+    request = make_request(tasks.sleep, seconds=30)
+    control = tmp_path / request.execution_id
+    control.mkdir()
+    (control / "request.json").write_text(json.dumps(converter.unstructure(request)))
+    env = {**os.environ, "HQS_SDK_WORKER_SIGTERM": "exit"}
+    for attempt in range(2):  # the first run is stopped by "the scheduler", the second is not
+        worker = subprocess.Popen([*WORKER, str(control)], env=env)
+        deadline = time.monotonic() + 30
+        while not (control / "state").exists() or (control / "state").read_text() != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        (control / "state").unlink()
+        if attempt == 0:
+            time.sleep(0.2)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 143
+            assert not (control / "response.json").exists()
+        else:
+            (control / "cancel").write_text("")
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
+            assert response(control).state is ExecutionState.CANCELLED
