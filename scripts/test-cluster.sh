@@ -92,7 +92,13 @@ SchedulerType=sched/backfill
 MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
-JobAcctGatherType=jobacct_gather/none
+# Memory is sampled every second and a job over its --mem is killed (Slurm's own OOM path).
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
+# Jobs in 'urgent' cancel jobs in 'debug' that stand in their way (the preemption path).
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
 AccountingStorageType=accounting_storage/none
 MinJobAge=300
 # Without a default, a job that gives no --mem is allotted the whole node.
@@ -100,7 +106,8 @@ DefMemPerCPU=256
 KillWait=5
 InactiveLimit=0
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=1
+PartitionName=urgent Nodes=$node MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=2
 EOF
     export SLURM_CONF="$state/slurm.conf"
     /usr/sbin/slurmctld -f "$SLURM_CONF" -i || die "slurmctld did not start; see $state/slurmctld.log"

@@ -35,7 +35,8 @@ from hqs_sdk.models import (
 )
 from hqs_sdk.serialization import converter
 from hqs_sdk_slurm.config import BackendConfigurationSlurm
-from hqs_sdk_slurm.connection import SSHSession
+from hqs_sdk_slurm.connection import shared_session
+from hqs_sdk_slurm.files import SCHEME, parse_url, to_url
 from hqs_sdk_slurm.script import batch_script, sbatch_command
 
 __all__ = ["SlurmBackend"]
@@ -48,19 +49,23 @@ _SLURM_STATES = {"PENDING": ExecutionState.QUEUED, "CONFIGURING": ExecutionState
                  "RESIZING": ExecutionState.RUNNING}
 _FINAL = {state.value: state for state in ExecutionState if state.finished}
 
-# Markers slurmstepd writes into a job's output when Slurm itself ends it.
+# Markers slurmstepd writes into a job's output when Slurm itself ends it, matched in lower
+# case and in this order (a job killed for its memory is also reported as CANCELLED).
+_OOM_HINT = ("Slurm's memory limit killed the job; give it more with scoped_config(memory_mb=...)"
+             " or sbatch_extra=['--mem=...']")
 _SLURM_ENDINGS = [
-    ("DUE TO TIME LIMIT", "timed_out", "timeout", "SlurmTimeLimit",
-     "Slurm stopped the job at its time limit"),
-    ("DUE TO PREEMPTION", "failed", "preempted", "SlurmPreempted",
-     "Slurm preempted the job; run it again (cache_mode=RESTART_FAILED)"),
-    ("DUE TO NODE FAILURE", "failed", "node_failure", "SlurmNodeFailure",
+    ("due to time limit", "timed_out", "timeout", "SlurmTimeLimit",
+     "Slurm stopped the job at its time limit; raise the timeout or sbatch_extra=['--time=...']"),
+    ("due to preemption", "failed", "preempted", "SlurmPreempted",
+     "Slurm preempted the job for a higher-priority one; run it again "
+     "(cache_mode=RESTART_FAILED)"),
+    ("due to node failure", "failed", "node_failure", "SlurmNodeFailure",
      "the node running the job failed; run it again (cache_mode=RESTART_FAILED)"),
-    ("oom-kill", "failed", "out_of_memory", "SlurmOutOfMemory",
-     "Slurm's memory limit killed the job; give it more with scoped_config(memory_mb=...)"),
-    ("Out Of Memory", "failed", "out_of_memory", "SlurmOutOfMemory",
-     "Slurm's memory limit killed the job; give it more with scoped_config(memory_mb=...)"),
-    ("CANCELLED", "cancelled", "cancelled", "SlurmCancelled",
+    ("exceeded memory limit", "failed", "out_of_memory", "SlurmOutOfMemory", _OOM_HINT),
+    ("exceeded job memory limit", "failed", "out_of_memory", "SlurmOutOfMemory", _OOM_HINT),
+    ("oom-kill", "failed", "out_of_memory", "SlurmOutOfMemory", _OOM_HINT),
+    ("out of memory", "failed", "out_of_memory", "SlurmOutOfMemory", _OOM_HINT),
+    ("cancelled", "cancelled", "cancelled", "SlurmCancelled",
      "the job was cancelled in Slurm (scancel)"),
 ]
 
@@ -79,7 +84,7 @@ class SlurmBackend(Backend):
         super().__init__(config)
         assert isinstance(config, BackendConfigurationSlurm)
         self.cfg = config
-        self.session = SSHSession(config)
+        self.session = shared_session(config)
         self.io = config.slurm_tmp_io.rstrip("/")
         self.local_io = config.slurm_tmp_io_local.rstrip("/") if config.slurm_tmp_io_local else None
 
@@ -117,13 +122,27 @@ class SlurmBackend(Backend):
             return None
 
     def _to_remote_input(self, request: TaskExecutionRequest) -> dict[str, Any]:
+        """The request as the worker sees it: file references as paths on the cluster."""
         data: dict[str, Any] = converter.unstructure(request)
-        if self.local_io is not None:
-            local_io = self.local_io
-            data["input"] = map_filerefs(
-                data["input"],
-                lambda p: self.io + p[len(local_io):] if p.startswith(local_io + "/") else p)
+        data["input"] = map_filerefs(data["input"], self._remote_location)
         return data
+
+    def _remote_location(self, location: str) -> str:
+        if self.local_io is not None and location.startswith(self.local_io + "/"):
+            return self.io + location[len(self.local_io):]
+        if location.lower().startswith(SCHEME + "://"):
+            host, _, port, path = parse_url(location)
+            if host == self.cfg.login_host and port in (None, self.session.port):
+                return path  # written by a task on this cluster: no round trip via the client
+        return location
+
+    def _client_location(self, location: str) -> str:
+        """Where the client reads a file a task wrote under ``slurm_tmp_io``."""
+        if not location.startswith(self.io + "/"):
+            return location
+        if self.local_io is not None:
+            return self.local_io + location[len(self.io):]
+        return to_url(self.cfg.login_host, self.cfg.login_user, self.session.port, location)
 
     # -- submit --------------------------------------------------------------------------------
 
@@ -250,7 +269,8 @@ class SlurmBackend(Backend):
         progress = None
         if files and files[0] == "S" and len(files) > 1:
             worker_state = files[1]
-            if worker_state == "running":
+            # A requeued job keeps its old state file: Slurm's PENDING wins over it.
+            if worker_state == "running" and state is not ExecutionState.QUEUED:
                 state = ExecutionState.RUNNING
             if len(files) > 2 and files[2].strip():
                 try:
@@ -266,11 +286,7 @@ class SlurmBackend(Backend):
         folder = self._folder(handle)
         raw = self._read(posixpath.join(folder, "response.json"), "fetching a response")
         data = json.loads(raw) if raw is not None else self._slurm_ending(handle, folder)
-        if self.local_io is not None:
-            local_io = self.local_io
-            data["output"] = map_filerefs(
-                data.get("output"),
-                lambda p: local_io + p[len(self.io):] if p.startswith(self.io + "/") else p)
+        data["output"] = map_filerefs(data.get("output"), self._client_location)
         try:
             return converter.structure(data, TaskExecutionResponse)
         except Exception as exc:
@@ -287,7 +303,8 @@ class SlurmBackend(Backend):
         slurm_log = (self._read(output_file, "reading the job's output") or b"").decode(
             "utf-8", "replace")
         cancelled = self._read(posixpath.join(folder, "cancel"), "reading the job's end")
-        if cancelled is not None and "DUE TO TIME LIMIT" not in slurm_log:
+        lowered = slurm_log.lower()
+        if cancelled is not None and "due to time limit" not in lowered:
             response = error_response(execution_id, "cancelled", "cancelled", "Cancelled",
                                       f"cancelled (Slurm job {job})", "/nonexistent")
         elif missing is not None:
@@ -298,7 +315,7 @@ class SlurmBackend(Backend):
             response = error_response(execution_id, "failed", "worker_missing", "WorkerMissing",
                                       message, "/nonexistent")
         else:
-            ending = next((e for e in _SLURM_ENDINGS if e[0] in slurm_log), None)
+            ending = next((e for e in _SLURM_ENDINGS if e[0] in lowered), None)
             _, state, kind, type_, message = ending or (
                 "", "failed", "worker_lost", "WorkerLost", "the job ended without a result")
             response = error_response(execution_id, state, kind, type_,

@@ -52,6 +52,7 @@ class SSHOptions:
     port: int | None = None
     jump: str | None = None
     options: tuple[tuple[str, str], ...] = ()
+    config_file: str | None = None
 
 
 _KNOWN_O = {"userknownhostsfile", "stricthostkeychecking", "serveraliveinterval", "user",
@@ -59,23 +60,24 @@ _KNOWN_O = {"userknownhostsfile", "stricthostkeychecking", "serveraliveinterval"
 
 
 def parse_ssh_extra(args: tuple[str, ...]) -> SSHOptions:
-    """Read the common OpenSSH options (``-i``, ``-p``, ``-J``, ``-o Key=Value``)."""
+    """Read the common OpenSSH options (``-i``, ``-p``, ``-J``, ``-F``, ``-o Key=Value``)."""
     identity: list[str] = []
-    port = jump = None
+    port = jump = config_file = None
     options: list[tuple[str, str]] = []
     items = list(args)
     while items:
         flag = items.pop(0)
-        if flag in ("-i", "-p", "-J", "-o"):
+        if flag in ("-i", "-p", "-J", "-o", "-F"):
             if not items:
                 raise ConfigurationError(f"ssh_extra: {flag} needs a value")
             value = items.pop(0)
-        elif len(flag) > 2 and flag[:2] in ("-i", "-p", "-J", "-o"):
+        elif len(flag) > 2 and flag[:2] in ("-i", "-p", "-J", "-o", "-F"):
             flag, value = flag[:2], flag[2:]
         else:
             raise ConfigurationError(
                 f"ssh_extra: {flag!r} is not supported; use -i FILE, -p PORT, "
-                "-J [USER@]HOST[:PORT] or -o Key=Value, or put the setting in ~/.ssh/config"
+                "-J [USER@]HOST[:PORT], -F CONFIG_FILE or -o Key=Value, or put the setting in "
+                "~/.ssh/config"
             )
         if flag == "-i":
             identity.append(os.path.expanduser(value))
@@ -87,6 +89,8 @@ def parse_ssh_extra(args: tuple[str, ...]) -> SSHOptions:
                     f"ssh_extra: -p needs a port number, got {value!r}") from None
         elif flag == "-J":
             jump = value
+        elif flag == "-F":
+            config_file = os.path.expanduser(value)
         else:
             key, sep, option = value.partition("=")
             if not sep or key.lower() not in _KNOWN_O:
@@ -95,7 +99,7 @@ def parse_ssh_extra(args: tuple[str, ...]) -> SSHOptions:
                     f"{', '.join(sorted(_KNOWN_O))} (as Key=Value)"
                 )
             options.append((key.lower(), option))
-    return SSHOptions(tuple(identity), port, jump, tuple(options))
+    return SSHOptions(tuple(identity), port, jump, tuple(options), config_file)
 
 
 @attrs.frozen
@@ -110,7 +114,8 @@ class BackendConfigurationSlurm(BackendConfiguration):
             are read and written directly instead of over SFTP).
         login_user: the SSH user; default from ``~/.ssh/config``, else the local user.
         port: the SSH port; default from ``~/.ssh/config``, else 22.
-        ssh_extra: OpenSSH options: ``-i FILE``, ``-p PORT``, ``-J JUMPHOST``, ``-o Key=Value``.
+        ssh_extra: OpenSSH options: ``-i FILE``, ``-p PORT``, ``-J JUMPHOST``, ``-F CONFIG``
+            (instead of ``~/.ssh/config``), ``-o Key=Value``.
         sbatch_extra: extra ``sbatch`` arguments (passed quoted, one argument each).
         slurm_script_shell: the shell of the batch script.
         preparation_script_before: shell lines run first in every job (e.g. activating the
@@ -118,7 +123,8 @@ class BackendConfigurationSlurm(BackendConfiguration):
         preparation_script_after: shell lines run after them, just before the task.
         debug_slurm_script: log every generated batch script.
         known_hosts: the known-hosts file host keys are checked against; default
-            ``~/.ssh/known_hosts``. Unknown or changed keys are refused.
+            ``UserKnownHostsFile`` from ``ssh_extra`` or the SSH config, else
+            ``~/.ssh/known_hosts``. Unknown or changed keys are refused, for jump hosts too.
     """
 
     login_host: str = attrs.field(validator=_required_text)

@@ -19,7 +19,36 @@ from hqs_sdk_slurm.config import BackendConfigurationSlurm, parse_ssh_extra
 
 log = logging.getLogger("hqs_sdk.slurm")
 
-__all__ = ["RemoteResult", "SSHSession"]
+__all__ = ["RemoteResult", "SSHSession", "shared_session"]
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple[Any, ...], SSHSession] = {}
+
+
+def shared_session(config: BackendConfigurationSlurm) -> SSHSession:
+    """The process's session for the login host, user, port and SSH options of ``config``.
+
+    Backends with different ``slurm_tmp_io`` on one host, and the ``sftp://`` file opener,
+    share it, so a process keeps one connection per login host.
+    """
+    key = (config.login_host, config.login_user, config.port, config.ssh_extra,
+           config.known_hosts)
+    with _shared_lock:
+        session = _shared.get(key)
+        if session is None:
+            session = _shared[key] = SSHSession(config)
+        return session
+
+
+def find_session(host: str, user: str | None, port: int | None) -> SSHSession | None:
+    """A shared session already made for ``host`` (and ``user`` and ``port`` if given)."""
+    with _shared_lock:
+        for session in _shared.values():
+            config = session.config
+            if (config.login_host == host and (user is None or config.login_user == user)
+                    and (port is None or session.port == port)):
+                return session
+    return None
 
 
 class RemoteResult:
@@ -43,13 +72,24 @@ class SSHSession:
         self.connections_opened = 0
 
     @property
+    def port(self) -> int | None:
+        """The port from the configuration or ``ssh_extra`` (None: ~/.ssh/config or 22)."""
+        options = dict(self._options.options)
+        return self.config.port or self._options.port or (
+            int(options["port"]) if "port" in options else None)
+
+    @property
     def where(self) -> str:
         return f"{self.config.login_host}"
 
-    def _known_hosts(self) -> str:
+    def _known_hosts(self, connection: Any = None) -> str:
         options = dict(self._options.options)
-        path = (self.config.known_hosts or options.get("userknownhostsfile")
-                or os.path.expanduser("~/.ssh/known_hosts"))
+        from_config = None
+        if connection is not None:
+            value = connection.ssh_config.get("userknownhostsfile")
+            from_config = value.split()[0] if isinstance(value, str) and value else None
+        path = (self.config.known_hosts or options.get("userknownhostsfile") or from_config
+                or "~/.ssh/known_hosts")
         return os.path.expanduser(path)
 
     def _open(self) -> Any:
@@ -57,40 +97,43 @@ class SSHSession:
         import paramiko
 
         options = dict(self._options.options)
-        port = self.config.port or self._options.port or (
-            int(options["port"]) if "port" in options else None)
+        port = self.port
         connect_kwargs: dict[str, Any] = {"timeout": float(options.get("connecttimeout", 20))}
         keys = list(self._options.identity_files)
         if "identityfile" in options:
             keys.append(os.path.expanduser(options["identityfile"]))
         if keys:
             connect_kwargs["key_filename"] = keys
+        # -F replaces ~/.ssh/config, as with ssh; HostName, User, Port, IdentityFile and
+        # ProxyJump come from the SSH config unless given here.
+        ssh_config = fabric.Config(runtime_ssh_path=self._options.config_file)
         gateway = None
         jump = self._options.jump or options.get("proxyjump")
         if jump:
-            gateway = fabric.Connection(jump, connect_kwargs=dict(connect_kwargs))
-            self._verify_host_keys(gateway)
+            gateway = fabric.Connection(jump, connect_kwargs=dict(connect_kwargs),
+                                        config=ssh_config)
         connection = fabric.Connection(
             self.config.login_host, user=self.config.login_user or options.get("user"),
-            port=port, connect_kwargs=connect_kwargs, gateway=gateway,
+            port=port, connect_kwargs=connect_kwargs, gateway=gateway, config=ssh_config,
         )
         self._verify_host_keys(connection)
         try:
             connection.open()
         except paramiko.BadHostKeyException as exc:
             raise BackendRejectedError(
-                f"the host key of {self.where} has CHANGED since it was recorded in "
-                f"{self._known_hosts()}; this may be an attack. If the change is expected, "
-                f"remove the old key with `ssh-keygen -R {self.config.login_host}` and connect "
+                f"the host key of {exc.hostname} has CHANGED since it was recorded in "
+                f"{self._known_hosts(connection)}; this may be an attack. If the change is "
+                f"expected, remove the old key with `ssh-keygen -R {exc.hostname}` and connect "
                 "once with ssh to record the new one."
             ) from exc
         except paramiko.SSHException as exc:
             text = str(exc)
             if "not found in known_hosts" in text or ("Server" in text and "not found" in text):
                 raise BackendRejectedError(
-                    f"the host key of {self.where} is unknown (not in {self._known_hosts()}). "
-                    f"Check it and trust the host by connecting once with `ssh "
-                    f"{self.config.login_host}`, or add it with `ssh-keyscan`."
+                    f"the host key of {self.where} is unknown ({text}; checked against "
+                    f"{self._known_hosts(connection)}). Check it and trust the host by "
+                    f"connecting once with `ssh {self.config.login_host}`, or add it with "
+                    "`ssh-keyscan`."
                 ) from exc
             if isinstance(exc, paramiko.AuthenticationException):
                 raise BackendRejectedError(
@@ -108,13 +151,17 @@ class SSHSession:
         return connection
 
     def _verify_host_keys(self, connection: Any) -> None:
+        """Refuse unknown keys on the connection and every jump host before it."""
+        import fabric
         import paramiko
 
-        client = connection.client
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        path = self._known_hosts()
-        if os.path.exists(path):
-            client.load_host_keys(path)
+        while isinstance(connection, fabric.Connection):
+            client = connection.client
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            path = self._known_hosts(connection)
+            if os.path.exists(path):
+                client.load_host_keys(path)
+            connection = connection.gateway
 
     def connection(self) -> Any:
         with self._lock:
@@ -187,6 +234,17 @@ class SSHSession:
                     return None
         except (OSError, EOFError) as exc:
             raise self._failed(exc, doing) from exc
+
+    def open_file(self, path: str, doing: str) -> Any:
+        """A remote file opened for streamed binary reading (FileNotFoundError if missing)."""
+        try:
+            with self._sftp_lock:
+                handle = self._sftp_client().open(path, "rb", bufsize=1 << 20)
+        except FileNotFoundError:
+            raise
+        except (OSError, EOFError) as exc:
+            raise self._failed(exc, doing) from exc
+        return handle
 
     def close(self) -> None:
         with self._lock:

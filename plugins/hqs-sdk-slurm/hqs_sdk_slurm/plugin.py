@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hqs_sdk.backend import BackendSpec
+from hqs_sdk.fileref import FileOpenerSpec
 from hqs_sdk.hookspecs import hookimpl
 
 
@@ -15,3 +16,10 @@ def hqs_sdk_backends() -> Iterator[BackendSpec]:
 
     yield BackendSpec("slurm", BackendConfigurationSlurm, SlurmBackend,
                       "Slurm jobs submitted over SSH")
+
+
+@hookimpl
+def hqs_sdk_file_openers() -> Iterator[FileOpenerSpec]:
+    from hqs_sdk_slurm.files import SCHEME, open_sftp
+
+    yield FileOpenerSpec(SCHEME, open_sftp, "files Slurm tasks wrote, read over SSH")

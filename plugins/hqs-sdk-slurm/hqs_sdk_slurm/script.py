@@ -62,6 +62,8 @@ def batch_script(config: BackendConfigurationSlurm, batch_dir: str) -> str:
         '> "$DIR/worker_missing"',
         "    exit 127",
         "fi",
+        "# Slurm's own SIGTERM (time limit, preemption, node failure) leaves no response:",
+        "export HQS_SDK_WORKER_SIGTERM=exit",
         'exec hqs-task-execute "$DIR"',
         "",
     ])

@@ -12,8 +12,8 @@ from hqs_sdk_slurm import BackendConfigurationSlurm, SlurmBackend
 from hqs_sdk_slurm.config import parse_ssh_extra
 from hqs_sdk_slurm.script import batch_script, sbatch_command
 
-from hqs_sdk import run_many
-from hqs_sdk.errors import BackendRejectedError, ConfigurationError
+from hqs_sdk import FileRef, run_many
+from hqs_sdk.errors import BackendRejectedError, ConfigurationError, HqsSdkError
 from hqs_sdk.models import ExecutionState, Provisioning
 from hqs_sdk.testing import BackendContract, tasks, wait_finished
 from hqs_sdk.testing.backend_contract import make_request
@@ -29,14 +29,19 @@ class TestSlurmBackendContract(BackendContract):
 
 def test_run_many_is_one_job_array_over_one_connection(hqs_config: Any, slurm_config: Any
                                                        ) -> None:
+    from hqs_sdk_slurm.connection import shared_session
+
     hqs_config.backend = slurm_config
+    session = shared_session(slurm_config)  # what every backend for this host uses
+    session.close()
+    opened_before = session.connections_opened
     calls = [tasks.add.bind(i, 1000) for i in range(12)]
     assert run_many(calls) == [i + 1000 for i in range(12)]
     from hqs_sdk.runner import backend_for
 
     _, backend, _ = backend_for(slurm_config, hqs_config)
-    assert isinstance(backend, SlurmBackend)
-    assert backend.session.connections_opened == 1
+    assert isinstance(backend, SlurmBackend) and backend.session is session
+    assert session.connections_opened == opened_before + 1
     batches = list((Path(slurm_config.slurm_tmp_io) / "batches").iterdir())
     assert len(batches) == 1, "the 12 calls should have been one sbatch"
     assert len((batches[0] / "dirs.txt").read_text().splitlines()) == 12
@@ -49,6 +54,44 @@ def test_local_io_mode_maps_file_references(hqs_config: Any, slurm_config: Any) 
     assert ref.path is not None and ref.path.startswith(slurm_config.slurm_tmp_io)
     assert ref.read_text() == "über slurm"
     assert tasks.read_text(ref) == "über slurm"  # passed to a second job as it is
+
+
+def test_file_references_are_read_over_the_connection(hqs_config: Any, slurm_config: Any
+                                                       ) -> None:
+    from hqs_sdk_slurm.connection import shared_session
+
+    hqs_config.backend = slurm_config  # no slurm_tmp_io_local: the client cannot see the files
+    ref = tasks.write_text("über sftp " * 100_000)
+    assert ref.location.startswith("sftp://root@127.0.0.1:")
+    assert ref.path is None
+    opened = shared_session(slurm_config).connections_opened
+    assert ref.read_text() == "über sftp " * 100_000
+    assert tasks.read_text(ref) == "über sftp " * 100_000  # the second job gets the path
+    assert shared_session(slurm_config).connections_opened == opened
+
+    gone = FileRef(ref.location + ".missing")
+    with pytest.raises(HqsSdkError, match=r"does not exist on 127\.0\.0\.1.*run the task"):
+        gone.read_bytes()
+
+
+def test_file_references_are_read_in_a_new_process(hqs_config: Any, slurm_config: Any,
+                                                   tmp_path: Path) -> None:
+    """A later script reads a reference from the cache with the configured keys."""
+    import subprocess
+    import sys
+
+    hqs_config.backend = slurm_config
+    ref = tasks.write_text("from a cached result")
+    script = tmp_path / "read.py"
+    script.write_text(
+        "import sys\n"
+        "from hqs_sdk import FileRef, global_config\n"
+        "from hqs_sdk_slurm import BackendConfigurationSlurm\n"
+        f"global_config.backend = BackendConfigurationSlurm(**{attrs.asdict(slurm_config)!r})\n"
+        "print(FileRef(sys.argv[1]).read_text())\n")
+    out = subprocess.run([sys.executable, str(script), ref.location], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "from a cached result", out.stderr
 
 
 def test_missing_worker_explains_preparation_script(slurm_config: Any) -> None:
