@@ -92,3 +92,27 @@ def test_disabled_plugins_are_listed_as_blocked(monkeypatch: pytest.MonkeyPatch)
 def test_event_hook_is_skipped_when_nobody_listens() -> None:
     registry = Registry(get_plugin_manager(load_entrypoints=False))
     assert registry.event_hook is None
+
+
+def test_file_references_with_a_plugin_scheme_are_opened_by_that_plugin(tmp_path: Any) -> None:
+    import io
+
+    from hqs_sdk import FileRef
+    from hqs_sdk.errors import HqsSdkError
+    from hqs_sdk.fileref import FileOpenerSpec
+
+    opened: list[str] = []
+
+    def open_mem(url: str) -> Any:
+        opened.append(url)
+        return io.BytesIO(b"from the plugin")
+
+    plugin = types.SimpleNamespace(hqs_sdk_file_openers=hookimpl(
+        lambda: [FileOpenerSpec("mem", open_mem)]))
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(plugin, name="mem-files")
+    with use_plugin_manager(pm):
+        assert FileRef("mem://bucket/a.txt").read_text() == "from the plugin"
+        assert opened == ["mem://bucket/a.txt"]
+        with pytest.raises(HqsSdkError, match=r"no installed plugin reads s3:// URLs"):
+            FileRef("s3://bucket/a.txt").read_bytes()
