@@ -13,6 +13,10 @@ set -euo pipefail
 
 die() { echo "test-cluster: $*" >&2; exit 1; }
 
+# A password-only user for the interactive-login test; `up` sets a new random password and
+# `down` locks it again, so it is never a way in outside a test run.
+PW_USER=hqs-sdk-pw-test
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -124,6 +128,12 @@ EOF
     ssh-keygen -q -t ed25519 -N '' -f "$state/ssh/client_key" <<<y >/dev/null 2>&1
     cp "$state/ssh/client_key.pub" "$state/ssh/authorized_keys"
     echo "[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$state/ssh/host_key.pub")" > "$state/ssh/known_hosts"
+    local password
+    password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+    id "$PW_USER" >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh "$PW_USER" \
+        || die "cannot create the test user $PW_USER"
+    echo "$PW_USER:$password" | chpasswd || die "cannot set the password of $PW_USER"
+    usermod --unlock "$PW_USER" >/dev/null 2>&1 || true
     cat > "$state/ssh/sshd_config" <<EOF
 Port $ssh_port
 ListenAddress 127.0.0.1
@@ -140,6 +150,10 @@ MaxSessions 50
 MaxStartups 50:30:100
 SetEnv SLURM_CONF=$state/slurm.conf
 Subsystem sftp internal-sftp
+# A user that logs in with a password only, for the interactive login test.
+Match User $PW_USER
+    PasswordAuthentication yes
+    PubkeyAuthentication no
 EOF
     /usr/sbin/sshd -f "$state/ssh/sshd_config" -E "$state/ssh/sshd.log" \
         || die "sshd did not start; see $state/ssh/sshd.log"
@@ -157,6 +171,8 @@ EOF
 HQS_TEST_SSH_HOST=127.0.0.1
 HQS_TEST_SSH_PORT=$ssh_port
 HQS_TEST_SSH_USER=root
+HQS_TEST_SSH_PASSWORD_USER=$PW_USER
+HQS_TEST_SSH_PASSWORD=$password
 HQS_TEST_SSH_KEY=$state/ssh/client_key
 HQS_TEST_SSH_KNOWN_HOSTS=$state/ssh/known_hosts
 HQS_TEST_SSH_CONFIG=$state/ssh/ssh_config
@@ -201,6 +217,7 @@ cmd_down() {
     stop_pidfile "$state/slurmd.pid" slurmd
     stop_pidfile "$state/slurmctld.pid" slurmctld
     stop_pidfile "$state/munge/munged.pid" munged
+    if id "$PW_USER" >/dev/null 2>&1; then usermod --lock "$PW_USER" 2>/dev/null || true; fi
 }
 
 cmd_status() {

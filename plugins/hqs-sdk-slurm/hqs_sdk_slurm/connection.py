@@ -1,7 +1,9 @@
 """One persistent SSH connection per login host and client process, shared by all threads.
 
 Host keys are checked against ``known_hosts`` (an unknown or changed key is refused with the
-command that trusts the host). A dropped connection surfaces as
+command that trusts the host). When keys are not enough and a terminal is attached, the
+password and keyboard-interactive prompts (one-time codes) are asked there, once per
+connection. A dropped connection surfaces as
 :class:`~hqs_sdk.errors.BackendUnavailableError`, which the core retries with back-off; the
 next call opens a new connection.
 """
@@ -51,6 +53,31 @@ def find_session(host: str, user: str | None, port: int | None) -> SSHSession | 
     return None
 
 
+def _terminal_attached() -> bool:
+    try:
+        with open("/dev/tty", "rb"):
+            return True
+    except OSError:
+        return False
+
+
+def _tell(text: str) -> None:
+    with open("/dev/tty", "w") as tty:
+        tty.write(text + "\n")
+
+
+def _ask(prompt: str, echo: bool) -> str:
+    """Read one answer from the terminal (hidden unless the server asks to echo it)."""
+    if not echo:
+        import getpass
+
+        return getpass.getpass(prompt)
+    with open("/dev/tty", "r+") as tty:
+        tty.write(prompt)
+        tty.flush()
+        return tty.readline().rstrip("\n")
+
+
 class RemoteResult:
     """Exit code and output of one remote command."""
 
@@ -67,6 +94,7 @@ class SSHSession:
         self._lock = threading.Lock()
         self._sftp_lock = threading.Lock()
         self._connection: Any = None
+        self._password: str | None = None
         self._sftp: Any = None
         #: How many SSH connections this session has opened (for tests and benchmarks).
         self.connections_opened = 0
@@ -135,12 +163,12 @@ class SSHSession:
                     f"connecting once with `ssh {self.config.login_host}`, or add it with "
                     "`ssh-keyscan`."
                 ) from exc
-            if isinstance(exc, paramiko.AuthenticationException):
-                raise BackendRejectedError(
-                    f"SSH login to {self.where} failed: {exc}. Check login_user and the key "
-                    "(ssh_extra=['-i', KEYFILE] or ~/.ssh/config)."
-                ) from exc
-            raise BackendUnavailableError(f"cannot connect to {self.where}: {exc}") from exc
+            # No key to try at all is a plain SSHException in paramiko.
+            if not (isinstance(exc, paramiko.AuthenticationException)
+                    or "no authentication methods" in text.lower()):
+                raise BackendUnavailableError(
+                    f"cannot connect to {self.where}: {exc}") from exc
+            self._log_in_interactively(connection, exc)
         except OSError as exc:
             raise BackendUnavailableError(f"cannot connect to {self.where}: {exc}") from exc
         transport = connection.client.get_transport()
@@ -149,6 +177,58 @@ class SSHSession:
         self.connections_opened += 1
         log.debug("opened SSH connection %d to %s", self.connections_opened, self.where)
         return connection
+
+    def _log_in_interactively(self, connection: Any, exc: Exception) -> None:
+        """Keys were not enough: ask for the password and one-time codes on the terminal.
+
+        Runs under the session lock, so every thread waits for the one login. The password
+        is kept in memory for re-connections of this process; one-time codes are asked again.
+        """
+        import paramiko
+
+        transport = connection.client.get_transport()
+        refused = BackendRejectedError(
+            f"SSH login to {connection.user}@{self.where} failed: {exc}. Check login_user and "
+            "the key (ssh_extra=['-i', KEYFILE] or ~/.ssh/config); a server that asks for a "
+            "password or a one-time code needs a terminal to type them in.")
+        if transport is None or not transport.is_active() or not _terminal_attached():
+            raise refused from exc
+        user = connection.user
+
+        def answer(title: str, instructions: str, prompts: list[tuple[str, bool]]
+                   ) -> list[str]:
+            if title.strip() or instructions.strip():
+                _tell(f"{title.strip()}\n{instructions.strip()}".strip())
+            answers = []
+            for text, echo in prompts:
+                is_password = "password" in text.lower()
+                if is_password and self._password is not None:
+                    answers.append(self._password)
+                    continue
+                reply = _ask(f"{user}@{self.where}: {text.strip()} ", echo)
+                if is_password:
+                    self._password = reply
+                answers.append(reply)
+            return answers
+
+        for _attempt in range(3):
+            try:
+                try:
+                    transport.auth_interactive(user, answer)
+                except paramiko.BadAuthenticationType as bad:
+                    if "password" not in bad.allowed_types:
+                        raise refused from bad
+                    if self._password is None:
+                        self._password = _ask(f"{user}@{self.where}'s password: ", False)
+                    transport.auth_password(user, self._password)
+            except paramiko.AuthenticationException:
+                self._password = None  # wrong: ask again
+                if not transport.is_active():
+                    break
+                continue
+            connection.transport = transport  # fabric now sees an open connection
+            return
+        raise refused from exc
 
     def _verify_host_keys(self, connection: Any) -> None:
         """Refuse unknown keys on the connection and every jump host before it."""

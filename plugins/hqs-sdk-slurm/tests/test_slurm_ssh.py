@@ -62,3 +62,82 @@ def test_proxy_jump_from_the_ssh_config_checks_every_host_key(cluster: dict[str,
             refused.run("true", "testing")
     finally:
         refused.close()
+
+
+LOGIN_SCRIPT = """
+import sys
+from hqs_sdk_slurm import BackendConfigurationSlurm
+from hqs_sdk_slurm.connection import SSHSession
+
+host, port, user, known_hosts = sys.argv[1:5]
+session = SSHSession(BackendConfigurationSlurm(
+    login_host=host, port=int(port), login_user=user, slurm_tmp_io="/tmp",
+    known_hosts=known_hosts))
+print("first:", session.run("echo one", "testing").stdout.strip(), flush=True)
+session.connection().close()  # a dropped connection: the password is reused, not asked again
+print("second:", session.run("echo two", "testing").stdout.strip(),
+      session.connections_opened, flush=True)
+"""
+
+
+def login_argv(cluster: dict[str, str], tmp_path: Path) -> list[str]:
+    import sys
+
+    script = tmp_path / "login.py"
+    script.write_text(LOGIN_SCRIPT)
+    return [sys.executable, str(script), "127.0.0.1", cluster["HQS_TEST_SSH_PORT"],
+            cluster["HQS_TEST_SSH_PASSWORD_USER"], cluster["HQS_TEST_SSH_KNOWN_HOSTS"]]
+
+
+def test_password_is_asked_once_on_the_terminal(cluster: dict[str, str], tmp_path: Path
+                                                ) -> None:
+    import os
+    import pty
+    import select
+    import time
+
+    argv = login_argv(cluster, tmp_path)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a script with a terminal, as a user at a shell
+        os.execv(argv[0], argv)
+    output = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([fd], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child exited and closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"password: " in output.lower():
+                os.write(fd, cluster["HQS_TEST_SSH_PASSWORD"].encode() + b"\n")
+                answered = True
+    finally:
+        for _ in range(20):  # a child still running here waits for a second answer
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert text.lower().count("password") == 1, text
+    assert "first: one" in text and "second: two 2" in text
+    assert cluster["HQS_TEST_SSH_PASSWORD"] not in text  # not echoed
+
+
+def test_password_login_without_a_terminal_says_what_to_do(cluster: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(login_argv(cluster, tmp_path), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, start_new_session=True)
+    assert done.returncode != 0
+    assert "needs a terminal" in done.stderr and "ssh_extra=['-i', KEYFILE]" in done.stderr
