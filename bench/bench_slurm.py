@@ -107,17 +107,15 @@ def run(samples: int, calls: int = 200, pending: int = 1000) -> list[dict[str, A
     ]
 
 
-MEMORY = """
+MEMORY = f"""
 import os, resource, sys, threading, time
+import attrs
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from bench_slurm import _config
 from hqs_sdk import CacheMode, global_config, run_many
-from hqs_sdk_slurm import BackendConfigurationSlurm
 from hqs_sdk.testing import tasks
 env = dict(l.split("=", 1) for l in open(sys.argv[1]).read().split("\\n") if l)
-global_config.backend = BackendConfigurationSlurm(
-    login_host=env["HQS_TEST_SSH_HOST"], port=int(env["HQS_TEST_SSH_PORT"]),
-    login_user=env["HQS_TEST_SSH_USER"], slurm_tmp_io=sys.argv[2],
-    ssh_extra=["-i", env["HQS_TEST_SSH_KEY"]], known_hosts=env["HQS_TEST_SSH_KNOWN_HOSTS"],
-    sbatch_extra=["--hold"])
+global_config.backend = attrs.evolve(_config(env, sys.argv[2]), sbatch_extra=["--hold"])
 global_config.cache.mode = CacheMode.DISABLED
 threading.Thread(target=lambda: run_many([tasks.sleep.bind(60 + i / 1000)
                  for i in range(int(sys.argv[3]))]), daemon=True).start()

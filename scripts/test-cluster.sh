@@ -13,8 +13,8 @@ set -euo pipefail
 
 die() { echo "test-cluster: $*" >&2; exit 1; }
 
-# A password-only user for the interactive-login test; `up` sets a new random password and
-# `down` locks it again, so it is never a way in outside a test run.
+# A password-only user for the interactive-login test; `up` sets a new random password
+# (which also unlocks it) and `down` locks it again, so it is never a way in outside a test run.
 PW_USER=hqs-sdk-pw-test
 
 free_port() {
@@ -133,7 +133,6 @@ EOF
     id "$PW_USER" >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh "$PW_USER" \
         || die "cannot create the test user $PW_USER"
     echo "$PW_USER:$password" | chpasswd || die "cannot set the password of $PW_USER"
-    usermod --unlock "$PW_USER" >/dev/null 2>&1 || true
     cat > "$state/ssh/sshd_config" <<EOF
 Port $ssh_port
 ListenAddress 127.0.0.1

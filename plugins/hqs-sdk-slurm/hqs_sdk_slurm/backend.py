@@ -140,8 +140,9 @@ class SlurmBackend(Backend):
         """Where the client reads a file a task wrote under ``slurm_tmp_io``."""
         if not location.startswith(self.io + "/"):
             return location
-        if self.local_io is not None:
-            return self.local_io + location[len(self.io):]
+        local = self._local_path(location)
+        if local is not None:
+            return local
         return to_url(self.cfg.login_host, self.cfg.login_user, self.session.port, location)
 
     # -- submit --------------------------------------------------------------------------------

@@ -59,6 +59,9 @@ _KNOWN_O = {"userknownhostsfile", "stricthostkeychecking", "serveraliveinterval"
             "port", "identityfile", "proxyjump", "connecttimeout", "compression"}
 
 
+_WITH_VALUE = ("-i", "-p", "-J", "-o", "-F")
+
+
 def parse_ssh_extra(args: tuple[str, ...]) -> SSHOptions:
     """Read the common OpenSSH options (``-i``, ``-p``, ``-J``, ``-F``, ``-o Key=Value``)."""
     identity: list[str] = []
@@ -67,11 +70,11 @@ def parse_ssh_extra(args: tuple[str, ...]) -> SSHOptions:
     items = list(args)
     while items:
         flag = items.pop(0)
-        if flag in ("-i", "-p", "-J", "-o", "-F"):
+        if flag in _WITH_VALUE:
             if not items:
                 raise ConfigurationError(f"ssh_extra: {flag} needs a value")
             value = items.pop(0)
-        elif len(flag) > 2 and flag[:2] in ("-i", "-p", "-J", "-o", "-F"):
+        elif len(flag) > 2 and flag[:2] in _WITH_VALUE:
             flag, value = flag[:2], flag[2:]
         else:
             raise ConfigurationError(

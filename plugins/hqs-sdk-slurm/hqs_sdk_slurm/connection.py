@@ -91,6 +91,10 @@ class SSHSession:
     def __init__(self, config: BackendConfigurationSlurm) -> None:
         self.config = config
         self._options = parse_ssh_extra(config.ssh_extra)
+        options = dict(self._options.options)
+        #: The port from the configuration or ``ssh_extra`` (None: the SSH config's, or 22).
+        self.port: int | None = config.port or self._options.port or (
+            int(options["port"]) if "port" in options else None)
         self._lock = threading.Lock()
         self._sftp_lock = threading.Lock()
         self._connection: Any = None
@@ -98,13 +102,6 @@ class SSHSession:
         self._sftp: Any = None
         #: How many SSH connections this session has opened (for tests and benchmarks).
         self.connections_opened = 0
-
-    @property
-    def port(self) -> int | None:
-        """The port from the configuration or ``ssh_extra`` (None: ~/.ssh/config or 22)."""
-        options = dict(self._options.options)
-        return self.config.port or self._options.port or (
-            int(options["port"]) if "port" in options else None)
 
     @property
     def where(self) -> str:
@@ -134,7 +131,13 @@ class SSHSession:
             connect_kwargs["key_filename"] = keys
         # -F replaces ~/.ssh/config, as with ssh; HostName, User, Port, IdentityFile and
         # ProxyJump come from the SSH config unless given here.
-        ssh_config = fabric.Config(runtime_ssh_path=self._options.config_file)
+        try:
+            ssh_config = fabric.Config(runtime_ssh_path=self._options.config_file)
+        except FileNotFoundError as exc:
+            raise BackendRejectedError(
+                f"ssh_extra: the SSH config file {self._options.config_file} given with -F "
+                "does not exist; fix the path or drop -F to use ~/.ssh/config"
+            ) from exc
         gateway = None
         jump = self._options.jump or options.get("proxyjump")
         if jump:
@@ -187,13 +190,13 @@ class SSHSession:
         import paramiko
 
         transport = connection.client.get_transport()
+        user = connection.user
         refused = BackendRejectedError(
-            f"SSH login to {connection.user}@{self.where} failed: {exc}. Check login_user and "
+            f"SSH login to {user}@{self.where} failed: {exc}. Check login_user and "
             "the key (ssh_extra=['-i', KEYFILE] or ~/.ssh/config); a server that asks for a "
             "password or a one-time code needs a terminal to type them in.")
         if transport is None or not transport.is_active() or not _terminal_attached():
             raise refused from exc
-        user = connection.user
 
         def answer(title: str, instructions: str, prompts: list[tuple[str, bool]]
                    ) -> list[str]:

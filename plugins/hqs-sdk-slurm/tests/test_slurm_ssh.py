@@ -141,3 +141,10 @@ def test_password_login_without_a_terminal_says_what_to_do(cluster: dict[str, st
                           timeout=60, stdin=subprocess.DEVNULL, start_new_session=True)
     assert done.returncode != 0
     assert "needs a terminal" in done.stderr and "ssh_extra=['-i', KEYFILE]" in done.stderr
+
+
+def test_a_missing_ssh_config_file_is_named(tmp_path: Path) -> None:
+    config = BackendConfigurationSlurm(login_host="h", slurm_tmp_io="/io",
+                                       ssh_extra=["-F", str(tmp_path / "nope")])
+    with pytest.raises(BackendRejectedError, match=r"nope given with -F does not exist"):
+        SSHSession(config).run("true", "testing")
