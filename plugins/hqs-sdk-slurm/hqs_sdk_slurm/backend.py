@@ -6,6 +6,7 @@ Remote layout under ``slurm_tmp_io``::
     <execution id>/submitted the array element (``<job>_<index>``) that runs it
     batches/<batch id>/      job.sh, dirs.txt (one control folder per array index), jobid,
                              slurm-<job>_<index>.out
+    deploy/                  task environments (``deploy=True``; see hqs_sdk_slurm.deploy)
 
 A batch of requests with the same task and provisioning is one ``sbatch`` of a job array.
 Every polling round is one remote command (``squeue`` plus the workers' state files) for all
@@ -19,8 +20,11 @@ import logging
 import os
 import posixpath
 import shlex
+import shutil
+import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
@@ -36,6 +40,7 @@ from hqs_sdk.models import (
 from hqs_sdk.serialization import converter
 from hqs_sdk_slurm.config import BackendConfigurationSlurm
 from hqs_sdk_slurm.connection import shared_session
+from hqs_sdk_slurm.deploy import Deployer
 from hqs_sdk_slurm.files import SCHEME, parse_url, to_url
 from hqs_sdk_slurm.script import batch_script, sbatch_command
 
@@ -87,6 +92,8 @@ class SlurmBackend(Backend):
         self.session = shared_session(config)
         self.io = config.slurm_tmp_io.rstrip("/")
         self.local_io = config.slurm_tmp_io_local.rstrip("/") if config.slurm_tmp_io_local else None
+        self.deployer = Deployer(self.session, self._remote("deploy"), config.deploy_python,
+                                 self._upload) if config.deploy else None
 
     # -- paths and files -----------------------------------------------------------------------
 
@@ -110,6 +117,16 @@ class SlurmBackend(Backend):
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, local)
+
+    def _upload(self, path: Path, remote: str) -> None:
+        local = self._local_path(remote)
+        if local is None:
+            self.session.upload_file(str(path), remote, f"uploading {path.name}")
+            return
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tmp = f"{local}.{os.getpid()}.{threading.get_ident()}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, local)
 
     def _read(self, remote: str, doing: str) -> bytes | None:
         local = self._local_path(remote)
@@ -195,7 +212,9 @@ class SlurmBackend(Backend):
                 f"{self.cfg.login_host}: {result.stderr.strip()}; check that it exists and is "
                 "writable there"
             )
-        script = batch_script(self.cfg, batch_dir)
+        environment = (self.deployer.environment(task_name, group[0].task_ref)
+                       if self.deployer is not None else None)
+        script = batch_script(self.cfg, batch_dir, environment)
         files = {posixpath.join(d, "request.json"): json.dumps(self._to_remote_input(r)).encode()
                  for d, r in zip(dirs, group, strict=True)}
         files[posixpath.join(batch_dir, "dirs.txt")] = ("\n".join(dirs) + "\n").encode()

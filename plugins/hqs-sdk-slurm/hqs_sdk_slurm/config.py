@@ -128,6 +128,13 @@ class BackendConfigurationSlurm(BackendConfiguration):
         known_hosts: the known-hosts file host keys are checked against; default
             ``UserKnownHostsFile`` from ``ssh_extra`` or the SSH config, else
             ``~/.ssh/known_hosts``. Unknown or changed keys are refused, for jump hosts too.
+        deploy: install each task's distribution, ``hqs-sdk`` and their requirements, as
+            installed on this client, into a virtual environment under
+            ``slurm_tmp_io/deploy`` (built once per version, reused by every client) and run
+            the task there. The wheels are made here and uploaded: the cluster needs no index.
+        deploy_python: the Python on the login node that deployed environments are made from;
+            the compute nodes must see it at the same path, and for wheels with compiled code
+            it must be the client's Python version.
     """
 
     login_host: str = attrs.field(validator=_required_text)
@@ -142,6 +149,8 @@ class BackendConfigurationSlurm(BackendConfiguration):
     preparation_script_after: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     debug_slurm_script: bool = False
     known_hosts: str | None = None
+    deploy: bool = False
+    deploy_python: str = attrs.field(default="python3", validator=_required_text)
 
     def __attrs_post_init__(self) -> None:
         parse_ssh_extra(self.ssh_extra)  # refuse unsupported options when configured

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
+import shlex
 import threading
 from typing import Any
 
@@ -302,6 +304,19 @@ class SSHSession:
                     with sftp.open(tmp, "wb") as f:
                         f.write(data)
                     sftp.posix_rename(tmp, path)
+        except (OSError, EOFError) as exc:
+            raise self._failed(exc, doing) from exc
+
+    def upload_file(self, local: str, path: str, doing: str) -> None:
+        """Stream a local file to a remote path (through a temporary name of its own)."""
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with self._sftp_lock:
+                sftp = self._sftp_client()
+                directory = posixpath.dirname(path)
+                self.run(f"mkdir -p {shlex.quote(directory)}", doing)
+                sftp.put(local, tmp)
+                sftp.posix_rename(tmp, path)
         except (OSError, EOFError) as exc:
             raise self._failed(exc, doing) from exc
 

@@ -44,9 +44,19 @@ def sbatch_command(config: BackendConfigurationSlurm, task_name: str, batch_dir:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def batch_script(config: BackendConfigurationSlurm, batch_dir: str) -> str:
-    """A script that runs ``hqs-task-execute`` on the array index's line of ``dirs.txt``."""
+def batch_script(config: BackendConfigurationSlurm, batch_dir: str,
+                 environment: str | None = None) -> str:
+    """A script that runs ``hqs-task-execute`` on the array index's line of ``dirs.txt``.
+
+    ``environment`` is a deployed virtual environment, activated after
+    ``preparation_script_before`` (which may load the Python it was made from).
+    """
     dirs = shlex.quote(f"{batch_dir}/dirs.txt")
+    activate = [] if environment is None else [
+        "# The task's deployed environment (deploy=True):",
+        f"export VIRTUAL_ENV={shlex.quote(environment)}",
+        'export PATH="$VIRTUAL_ENV/bin:$PATH"',
+    ]
     return "\n".join([
         f"#!{config.slurm_script_shell}",
         "# Written by hqs-sdk-slurm. The control folder first, so preparation cannot break it:",
@@ -55,6 +65,7 @@ def batch_script(config: BackendConfigurationSlurm, batch_dir: str) -> str:
         "exit 1; }",
         "# preparation_script_before and preparation_script_after:",
         *config.preparation_script_before,
+        *activate,
         *config.preparation_script_after,
         "",
         "if ! command -v hqs-task-execute >/dev/null 2>&1; then",
