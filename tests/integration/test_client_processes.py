@@ -53,9 +53,16 @@ def write_script(folder: Path, body: str) -> Path:
     return script
 
 
+def _default_sigint() -> None:
+    # A launcher that runs the tests in the background (nohup, `cmd &`) leaves SIGINT ignored,
+    # and Python would then never raise KeyboardInterrupt: give the user's script a terminal's.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(script: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=script.parent)
+                            stderr=subprocess.PIPE, text=True, cwd=script.parent,
+                            preexec_fn=_default_sigint)
 
 
 def read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 30) -> str:

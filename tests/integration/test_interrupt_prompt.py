@@ -47,6 +47,7 @@ def test_answering_yes_cancels_the_running_executions(tmp_path: Path) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: the user's script in a terminal
         os.chdir(tmp_path)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # in case the tests run in the background
         os.execv(sys.executable, [sys.executable, str(script)])
     try:
         read_until(fd, "SUBMITTED")
