@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, cast
 
 from hqs_sdk.errors import BackendUnavailableError, HqsSdkError
 
@@ -40,5 +40,4 @@ def open_url(url: str, timeout: float = 60.0) -> IO[bytes]:
             f"cannot download file reference (HTTP {response.status_code}); try again later."
         )
     response.raw.decode_content = True
-    raw: IO[bytes] = response.raw
-    return raw
+    return cast(IO[bytes], response.raw)

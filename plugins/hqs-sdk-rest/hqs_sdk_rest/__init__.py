@@ -1,0 +1,7 @@
+"""hqs-sdk backend ``rest``: tasks run by an ``hqs-sdk-server`` service, over HTTP."""
+
+from hqs_sdk_rest.backend import RESTBackend
+from hqs_sdk_rest.client import Client
+from hqs_sdk_rest.config import BackendConfigurationREST
+
+__all__ = ["BackendConfigurationREST", "Client", "RESTBackend"]

@@ -1,0 +1,279 @@
+"""The REST API between ``hqs-sdk-rest`` and ``hqs-sdk-server``: one definition for both sides.
+
+The bodies are attrs classes (the core's records plus the envelopes below), put on the wire by
+the core's cattrs converter. :data:`ROUTES` lists every operation. The service registers its
+handlers by route name, the client builds its requests from the same table, and
+:func:`openapi_document` turns both into the OpenAPI 3.1 document that the service serves at
+``/openapi.json``. Nothing about the wire format is written down twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from hqs_sdk.models import (
+    ExecutionState,
+    Progress,
+    TaskExecutionRequest,
+    TaskExecutionResponse,
+)
+
+__all__ = [
+    "API_VERSION",
+    "ROUTES",
+    "ExecutionInfo",
+    "ExecutionPage",
+    "Param",
+    "Problem",
+    "Route",
+    "StatesBody",
+    "StatesReply",
+    "SubmitBody",
+    "SubmitReply",
+    "WhoAmI",
+    "openapi_document",
+    "route",
+]
+
+API_VERSION = "1"
+#: Most requests one submission or state call may carry.
+MAX_BATCH = 1000
+
+
+@attrs.frozen
+class ExecutionInfo:
+    """What the service knows about one execution (without its output)."""
+
+    id: str
+    task_name: str
+    task_version: str
+    state: ExecutionState
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    message: str = ""
+
+
+@attrs.frozen
+class SubmitBody:
+    """Executions to start. Each request's ``execution_id`` is its idempotency key: sending
+    the same id again (a retry after a dropped connection) returns the existing execution."""
+
+    requests: list[TaskExecutionRequest]
+
+
+@attrs.frozen
+class SubmitReply:
+    """The executions, in the order of the submitted requests."""
+
+    executions: list[ExecutionInfo]
+
+
+@attrs.frozen
+class StatesBody:
+    """Executions to report on."""
+
+    ids: list[str]
+
+
+@attrs.frozen
+class StatesReply:
+    """The executions found, in the order asked; ``missing`` lists ids the caller does not
+    own or the service does not know."""
+
+    executions: list[ExecutionInfo]
+    missing: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen
+class ExecutionPage:
+    """One page of a query; pass ``next_cursor`` as ``cursor`` to get the next one."""
+
+    items: list[ExecutionInfo]
+    next_cursor: str | None = None
+
+
+@attrs.frozen
+class WhoAmI:
+    """The user a token belongs to."""
+
+    user: str
+    api_version: str = API_VERSION
+
+
+@attrs.frozen
+class Problem:
+    """The body of every error response."""
+
+    status: int
+    error: str
+    message: str
+
+
+@attrs.frozen
+class Param:
+    """A query or path parameter."""
+
+    name: str
+    kind: type
+    where: str = "query"
+    description: str = ""
+    required: bool = False
+
+
+@attrs.frozen
+class Route:
+    """One operation of the API."""
+
+    name: str
+    method: str
+    path: str
+    summary: str
+    body: type | None = None
+    reply: type | None = None
+    params: tuple[Param, ...] = ()
+    status: int = 200
+    authenticated: bool = True
+
+
+_ID = Param("id", str, "path", "the execution id (the request's execution_id)", True)
+
+ROUTES: tuple[Route, ...] = (
+    Route("health", "GET", "/health", "Liveness check; needs no token.", authenticated=False),
+    Route("whoami", "GET", "/v1/whoami", "The user the bearer token belongs to.",
+          reply=WhoAmI),
+    Route("submit", "POST", "/v1/executions",
+          f"Start up to {MAX_BATCH} executions; idempotent per execution_id.",
+          body=SubmitBody, reply=SubmitReply),
+    Route("states", "POST", "/v1/executions/states",
+          f"The state of up to {MAX_BATCH} executions in one request.",
+          body=StatesBody, reply=StatesReply),
+    Route("list", "GET", "/v1/executions", "The caller's executions, newest first, paged.",
+          reply=ExecutionPage, params=(
+              Param("task", str, description="only this task name"),
+              Param("state", ExecutionState, description="only this state"),
+              Param("since", datetime, description="created at or after (ISO 8601)"),
+              Param("until", datetime, description="created before (ISO 8601)"),
+              Param("limit", int, description="page size, 1 to 1000 (default 100)"),
+              Param("cursor", str, description="next_cursor of the previous page"),
+          )),
+    Route("get", "GET", "/v1/executions/{id}", "One execution.", reply=ExecutionInfo,
+          params=(_ID,)),
+    Route("response", "GET", "/v1/executions/{id}/response",
+          "The response (output or error report, log tail, metrics) of a finished execution; "
+          "409 while it runs.", reply=TaskExecutionResponse, params=(_ID,)),
+    Route("cancel", "POST", "/v1/executions/{id}/cancel",
+          "Cancel an execution; a finished one is left as it is.", reply=ExecutionInfo,
+          params=(_ID,)),
+)
+
+_BY_NAME = {r.name: r for r in ROUTES}
+
+
+def route(name: str) -> Route:
+    """The route called ``name``."""
+    return _BY_NAME[name]
+
+
+# -- OpenAPI -----------------------------------------------------------------------------------
+
+
+def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of ``kind`` as the core's converter writes it."""
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return {}
+    if origin in (types.UnionType, typing.Union):
+        options = [_schema(k, components) for k in typing.get_args(kind)]
+        return {"anyOf": options}
+    if kind is type(None):
+        return {"type": "null"}
+    if kind is str:
+        return {"type": "string"}
+    if kind is bool:
+        return {"type": "boolean"}
+    if kind is int:
+        return {"type": "integer"}
+    if kind is float:
+        return {"type": "number"}
+    if kind is datetime:
+        return {"type": "string", "format": "date-time"}
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        return {"type": "array", "items": _schema(item, components)}
+    if origin is dict:
+        _, value = typing.get_args(kind)
+        return {"type": "object", "additionalProperties": _schema(value, components)}
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return {"type": "string", "enum": [m.value for m in kind]}
+    if isinstance(kind, type) and attrs.has(kind):
+        name = kind.__name__
+        if name not in components:
+            components[name] = {}  # a placeholder first: records may refer to each other
+            fields = attrs.fields(attrs.resolve_types(kind))
+            properties = {f.name: _schema(f.type, components) for f in fields}
+            required = [f.name for f in fields if f.default is attrs.NOTHING]
+            doc = (kind.__doc__ or "").strip()
+            components[name] = {"type": "object", "properties": properties,
+                                "required": required, "description": " ".join(doc.split())}
+        return {"$ref": f"#/components/schemas/{name}"}
+    raise TypeError(f"no JSON schema for {kind!r}")
+
+
+def _problem_responses(route: Route, components: dict[str, Any]) -> dict[str, Any]:
+    problem = {"content": {"application/json": {"schema": _schema(Problem, components)}}}
+    codes = {"400": "malformed request", "404": "no such execution for this user",
+             "409": "not finished yet", "413": "request too large",
+             "422": "request not understood (wrong fields or types)"}
+    if route.authenticated:
+        codes["401"] = "missing or unknown bearer token"
+    return {code: {"description": text, **problem} for code, text in codes.items()}
+
+
+def openapi_document(server_url: str | None = None) -> dict[str, Any]:
+    """The API as an OpenAPI 3.1 document."""
+    components: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    for r in ROUTES:
+        operation: dict[str, Any] = {"operationId": r.name, "summary": r.summary,
+                                     "parameters": [], "responses": {}}
+        for p in r.params:
+            operation["parameters"].append({
+                "name": p.name, "in": p.where, "required": p.required or p.where == "path",
+                "description": p.description, "schema": _schema(p.kind, components)})
+        if r.body is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": _schema(r.body, components)}}}
+        reply: dict[str, Any] = {"description": "OK"}
+        if r.reply is not None:
+            reply["content"] = {"application/json": {"schema": _schema(r.reply, components)}}
+        operation["responses"][str(r.status)] = reply
+        operation["responses"].update(_problem_responses(r, components))
+        if r.authenticated:
+            operation["security"] = [{"bearer": []}]
+        else:
+            operation["security"] = []
+        paths.setdefault(r.path, {})[r.method.lower()] = operation
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "hqs-sdk task service", "version": API_VERSION,
+                 "description": "Runs hqs-sdk tasks for authenticated users; see "
+                                "docs/rest.md of hqs-sdk."},
+        "paths": paths,
+        "components": {"schemas": dict(sorted(components.items())),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+    if server_url:
+        document["servers"] = [{"url": server_url}]
+    return document
+
+
+# Keep the imports the annotations need at runtime for attrs.resolve_types.
+_ = (Progress, TaskExecutionRequest, TaskExecutionResponse)
