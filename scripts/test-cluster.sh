@@ -11,26 +11,13 @@
 # run as root (a test machine); only loopback addresses are used.
 set -euo pipefail
 
-die() { echo "test-cluster: $*" >&2; exit 1; }
+NAME=test-cluster
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # A password-only user for the interactive-login test; `up` sets a new random password
 # (which also unlocks it) and `down` locks it again, so it is never a way in outside a test run.
 PW_USER=hqs-sdk-pw-test
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds, bounded in time.
-wait_for() {
-    local seconds=$1 what=$2; shift 2
-    local deadline=$((SECONDS + seconds))
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-    echo "test-cluster: $what" >&2
-}
 
 cmd_install() {
     local missing=()
