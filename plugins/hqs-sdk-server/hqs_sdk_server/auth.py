@@ -1,0 +1,89 @@
+"""Users and bearer tokens. A token is shown once when created; only its SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from hqs_sdk_server.db import tokens, users
+
+__all__ = ["TokenInfo", "User", "authenticate", "create_token", "list_tokens", "revoke_token"]
+
+PREFIX = "hqs_"
+
+
+@attrs.frozen
+class User:
+    id: int
+    name: str
+
+
+@attrs.frozen
+class TokenInfo:
+    id: int
+    user: str
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_token(engine: sa.Engine, user: str, label: str = "") -> str:
+    """A new token for ``user`` (created if new); the only time the token is seen."""
+    if not user or len(user) > 200 or not user.isprintable():
+        raise ValueError(f"a user name must be 1 to 200 printable characters, got {user!r}")
+    token = PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as db:
+        user_id = db.execute(sa.select(users.c.id).where(users.c.name == user)).scalar()
+        if user_id is None:
+            user_id = db.execute(users.insert().values(name=user, created_at=_now())
+                                 ).inserted_primary_key[0]  # type: ignore[index]
+        db.execute(tokens.insert().values(user_id=user_id, token_hash=_hash(token), label=label,
+                                          created_at=_now()))
+    return token
+
+
+def list_tokens(engine: sa.Engine, user: str | None = None) -> list[TokenInfo]:
+    """Every token (of ``user``), oldest first."""
+    query = (sa.select(tokens.c.id, users.c.name, tokens.c.label, tokens.c.created_at,
+                       tokens.c.revoked_at)
+             .join(users, users.c.id == tokens.c.user_id).order_by(tokens.c.id))
+    if user is not None:
+        query = query.where(users.c.name == user)
+    with engine.connect() as db:
+        return [TokenInfo(*row) for row in db.execute(query)]
+
+
+def revoke_token(engine: sa.Engine, token_id: int) -> bool:
+    """Revoke a token by its id (from :func:`list_tokens`); False if there is none to revoke."""
+    with engine.begin() as db:
+        done = db.execute(tokens.update().where(tokens.c.id == token_id,
+                                                tokens.c.revoked_at.is_(None))
+                          .values(revoked_at=_now()))
+    return bool(done.rowcount)
+
+
+def authenticate(db: Any, header: str | None) -> User | None:
+    """The user of an ``Authorization: Bearer <token>`` header, or None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.startswith(PREFIX):
+        return None
+    row = db.execute(
+        sa.select(users.c.id, users.c.name).join(tokens, tokens.c.user_id == users.c.id)
+        .where(tokens.c.token_hash == _hash(token.strip()), tokens.c.revoked_at.is_(None))
+    ).first()
+    return User(row[0], row[1]) if row else None

@@ -1,0 +1,158 @@
+"""``hqs-sdk-server``: run the service and manage its tokens.
+
+Examples::
+
+    hqs-sdk-server serve                          # 127.0.0.1:8750, SQLite in the data folder
+    hqs-sdk-server serve --port 9000 --database-url postgresql+psycopg://user:pw@host/db
+    hqs-sdk-server token create --user alice      # prints the token, once
+    hqs-sdk-server token list [--user alice]
+    hqs-sdk-server token revoke ID
+    hqs-sdk-server migrate                        # bring the database schema up to date
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hqs_sdk_server.settings import Settings, default_data_dir
+
+__all__ = ["main"]
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
+                        help="folder for the SQLite database, files and work folders "
+                             "(default: %(default)s)")
+    parser.add_argument("--database-url", default=None,
+                        help="SQLAlchemy database URL, e.g. postgresql+psycopg://user:pw@host/db "
+                             "(default: SQLite in the data folder)")
+
+
+def _settings(args: argparse.Namespace, **more: object) -> Settings:
+    return Settings(data_dir=args.data_dir, database=args.database_url, **more)  # type: ignore[arg-type]
+
+
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hqs_sdk_server.db import make_engine, migrate
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    return engine
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from hqs_sdk_server.app import create_app
+
+    extra: dict[str, object] = {"host": args.host, "port": args.port,
+                                "tasks_from": tuple(args.tasks_from),
+                                "public_url": args.public_url}
+    if args.max_running is not None:
+        extra["max_running"] = args.max_running
+    settings = _settings(args, **extra)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(settings)
+    print(f"hqs-sdk-server: serving on http://{args.host}:{args.port} "
+          f"(database {settings.database_url.split('@')[-1]})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from hqs_sdk_server.auth import create_token
+
+    token = create_token(_engine(args), args.user, args.label)
+    print(token)
+    print(f"(the token of {args.user}; it is shown only now: keep it)", file=sys.stderr)
+    return 0
+
+
+def _cmd_token_list(args: argparse.Namespace) -> int:
+    from hqs_sdk_server.auth import list_tokens
+
+    print(f"{'id':>4}  {'user':<20} {'created':<20} {'revoked':<20} label")
+    for t in list_tokens(_engine(args), args.user):
+        revoked = t.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if t.revoked_at else "-"
+        print(f"{t.id:>4}  {t.user:<20} {t.created_at.strftime('%Y-%m-%d %H:%M:%S'):<20} "
+              f"{revoked:<20} {t.label}")
+    return 0
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    from hqs_sdk_server.auth import revoke_token
+
+    if not revoke_token(_engine(args), args.id):
+        print(f"hqs-sdk-server: there is no active token with id {args.id} "
+              "(see `hqs-sdk-server token list`)", file=sys.stderr)
+        return 1
+    print(f"revoked token {args.id}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    _engine(args)
+    print("the database schema is up to date")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hqs-sdk-server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service")
+    _storage_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on "
+                       "(default: %(default)s; only this machine can connect)")
+    serve.add_argument("--port", type=int, default=8750, help="default: %(default)s")
+    serve.add_argument("--max-running", type=int, default=None,
+                       help="executions running at once (default: the CPUs available)")
+    serve.add_argument("--tasks-from", action="append", default=[], metavar="MODULE",
+                       help="also run the tasks defined in this module (repeatable)")
+    serve.add_argument("--public-url", default=None,
+                       help="the URL clients reach the service at (default: none)")
+    serve.set_defaults(func=_cmd_serve)
+
+    token = commands.add_parser("token", help="create, list and revoke bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create a token (and the user)")
+    _storage_options(create)
+    create.add_argument("--user", required=True)
+    create.add_argument("--label", default="", help="a note, e.g. which machine uses it")
+    create.set_defaults(func=_cmd_token_create)
+    listing = token_commands.add_parser("list", help="list tokens (never their values)")
+    _storage_options(listing)
+    listing.add_argument("--user", default=None)
+    listing.set_defaults(func=_cmd_token_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
+    _storage_options(revoke)
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(func=_cmd_token_revoke)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    _storage_options(migrate)
+    migrate.set_defaults(func=_cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as exc:
+        print(f"hqs-sdk-server: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

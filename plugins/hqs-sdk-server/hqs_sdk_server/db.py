@@ -1,0 +1,92 @@
+"""The service's database: tables (SQLAlchemy Core), the engine, and migrations to the newest.
+
+SQLite (the default, one file in the data folder) and PostgreSQL (``--database-url``) use the
+same tables. The schema is changed only by migrations (Alembic scripts in
+``hqs_sdk_server/migrations/versions``), applied when the service starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+__all__ = ["executions", "make_engine", "metadata", "migrate", "tokens", "users"]
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    # SHA-256 of the token: the token itself is shown once and never stored.
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+executions = sa.Table(
+    "executions", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    # The client's execution_id (its idempotency key), unique per user.
+    sa.Column("id", sa.String(200), nullable=False),
+    # The id the execution has in the service's own backend (unique across users).
+    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("task_name", sa.String(200), nullable=False),
+    sa.Column("task_version", sa.String(100), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("progress", sa.Text, nullable=True),
+    # The backend's handle once submitted there; NULL while waiting for a free slot.
+    sa.Column("handle", sa.Text, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("response", sa.Text, nullable=True),
+    sa.UniqueConstraint("user_id", "id", name="uq_executions_user_id"),
+    sa.Index("ix_executions_state", "state"),
+    sa.Index("ix_executions_user_task", "user_id", "task_name", "seq"),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False},
+                                  pool_size=8, max_overflow=8)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest migration (creating it in an empty database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,186 @@
+"""Runs the queued executions through one of the SDK's own backends, a bounded number at once.
+
+The database is the queue and the record: an execution is ``queued`` until it has a handle in
+the backend, then follows the backend's state until it finishes and its response is stored.
+Everything the scheduler knows is in the database, so after a restart it picks up where it
+stopped: queued executions start, executions with a handle are asked about again (the local
+backend's workers are detached processes that outlive the service), and a handle the backend
+no longer knows ends the execution as failed with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+
+from hqs_sdk.backend import Backend, BackendConfiguration
+from hqs_sdk.errors import BackendUnavailableError, HqsSdkError
+from hqs_sdk.models import ExecutionState, TaskExecutionRequest, TaskExecutionResponse
+from hqs_sdk.serialization import converter
+from hqs_sdk_server.db import executions
+from hqs_sdk_server.store import now
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("hqs_sdk_server.scheduler")
+
+_ACTIVE = (ExecutionState.QUEUED.value, ExecutionState.RUNNING.value)
+
+
+def _error_response(execution_id: str, state: str, kind: str, message: str) -> dict[str, Any]:
+    from hqs_sdk.worker import error_response
+
+    return error_response(execution_id, state, kind, "ServiceError", message, "/nonexistent")
+
+
+class Scheduler:
+    """One thread that starts, polls, finishes and cancels executions; see the module doc."""
+
+    def __init__(self, engine: sa.Engine, backend_config: BackendConfiguration,
+                 max_running: int) -> None:
+        from hqs_sdk.plugins import registry
+
+        self.engine = engine
+        self.max_running = max_running
+        spec = registry().backend_spec_for(backend_config)
+        self.backend: Backend = spec.backend_class(backend_config)
+        self.interval_min = max(0.02, spec.backend_class.poll_interval_min)
+        self.interval_max = min(1.0, spec.backend_class.poll_interval_max)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._cancel_sent: set[str] = set()
+        self._thread = threading.Thread(target=self._loop, name="hqs-sdk-scheduler",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the queue now (after a submission or a cancel)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.backend.close()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        interval = self.interval_min
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                busy, handles = self.round()
+            except Exception:  # the loop must survive anything; the next round tries again
+                log.exception("scheduler round failed")
+                busy, handles = False, []
+            interval = self.interval_min if busy else min(interval * 1.5, self.interval_max)
+            if handles:
+                self.backend.wait(handles, interval, self._wake)
+            else:
+                self._wake.wait(interval)
+
+    def round(self) -> tuple[bool, list[Any]]:
+        """One pass: cancel, poll, finish, start. Returns (anything changed, live handles)."""
+        with self.engine.connect() as db:
+            rows = list(db.execute(sa.select(
+                executions.c.run_id, executions.c.id, executions.c.state,
+                executions.c.handle, executions.c.cancel_requested, executions.c.request,
+                executions.c.started_at).where(executions.c.state.in_(_ACTIVE))
+                .order_by(executions.c.seq)))
+        changed = False
+        started = [r for r in rows if r.handle is not None]
+        waiting = [r for r in rows if r.handle is None]
+        for row in waiting:
+            if row.cancel_requested:
+                self._finish(row, _error_response(row.run_id, "cancelled", "cancelled",
+                                                  "cancelled before it started"))
+                changed = True
+        for row in started:
+            if row.cancel_requested and row.run_id not in self._cancel_sent:
+                self._cancel_sent.add(row.run_id)
+                try:
+                    self.backend.cancel(json.loads(row.handle))
+                except HqsSdkError as exc:
+                    log.warning("cancelling %s: %s", row.run_id, exc)
+        live = self._poll(started)
+        changed = changed or len(live) < len(started)
+        free = self.max_running - len(live)
+        to_start = [r for r in waiting if not r.cancel_requested][:max(0, free)]
+        if to_start:
+            self._start(to_start)
+            changed = True
+        return changed, [json.loads(r.handle) for r in live]
+
+    def _poll(self, started: list[Any]) -> list[Any]:
+        """Update the started executions; returns those still running."""
+        if not started:
+            return []
+        handles = [json.loads(r.handle) for r in started]
+        try:
+            statuses = self.backend.states(handles)
+        except HqsSdkError as exc:
+            log.warning("polling %d executions: %s", len(started), exc)
+            return started
+        live = []
+        for row, handle, status in zip(started, handles, statuses, strict=True):
+            if status.state.finished:
+                try:
+                    response = converter.unstructure(self.backend.fetch(handle))
+                except HqsSdkError as exc:
+                    response = _error_response(row.run_id, "failed", "worker_lost",
+                                               f"the service lost this execution: {exc}")
+                self._finish(row, response)
+                continue
+            live.append(row)
+            values: dict[str, Any] = {"state": status.state.value}
+            if status.state is ExecutionState.RUNNING and row.started_at is None:
+                values["started_at"] = now()
+            if status.progress is not None:
+                values["progress"] = json.dumps(converter.unstructure(status.progress))
+            if status.message:
+                values["message"] = status.message
+            with self.engine.begin() as db:
+                db.execute(executions.update().where(executions.c.run_id == row.run_id)
+                           .values(**values))
+        return live
+
+    def _start(self, rows: list[Any]) -> None:
+        requests = []
+        for row in rows:
+            data = json.loads(row.request)
+            data["execution_id"] = row.run_id  # unique across users in the backend
+            requests.append(converter.structure(data, TaskExecutionRequest))
+        try:
+            handles = self.backend.submit_many(requests)
+        except BackendUnavailableError as exc:
+            log.warning("starting %d executions (trying again): %s", len(rows), exc)
+            return
+        except HqsSdkError as exc:
+            log.warning("starting %d executions: %s", len(rows), exc)
+            for row in rows:
+                self._finish(row, _error_response(row.run_id, "failed", "backend_rejected",
+                                                  f"the service's backend refused it: {exc}"))
+            return
+        with self.engine.begin() as db:
+            for row, handle in zip(rows, handles, strict=True):
+                db.execute(executions.update().where(executions.c.run_id == row.run_id)
+                           .values(handle=json.dumps(handle)))
+
+    def _finish(self, row: Any, response: dict[str, Any]) -> None:
+        response["execution_id"] = row.id  # the client's id, not the backend's
+        parsed = converter.structure(response, TaskExecutionResponse)
+        metrics = parsed.metrics
+        with self.engine.begin() as db:
+            db.execute(executions.update().where(executions.c.run_id == row.run_id).values(
+                state=parsed.state.value, response=json.dumps(response),
+                finished_at=metrics.finished_at or now(),
+                started_at=row.started_at or metrics.started_at,
+                message=parsed.error.message[:2000] if parsed.error else ""))
+        self._cancel_sent.discard(row.run_id)

@@ -1,0 +1,157 @@
+"""Executions in the database: what the API reads and writes, each user seeing only their own."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from hqs_sdk_rest.wire import ExecutionInfo, ExecutionPage
+
+from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest
+from hqs_sdk.serialization import converter
+from hqs_sdk_server.db import executions
+
+__all__ = ["Store"]
+
+_INFO_COLUMNS = (executions.c.id, executions.c.task_name, executions.c.task_version,
+                 executions.c.state, executions.c.created_at, executions.c.started_at,
+                 executions.c.finished_at, executions.c.progress, executions.c.message)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite gives back naive datetimes; every time stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def info_from_row(row: Any) -> ExecutionInfo:
+    progress = None
+    if row.progress:
+        data = json.loads(row.progress)
+        progress = Progress(data.get("fraction"), str(data.get("message", "")))
+    return ExecutionInfo(
+        id=row.id, task_name=row.task_name, task_version=row.task_version,
+        state=ExecutionState(row.state), created_at=_utc(row.created_at),  # type: ignore[arg-type]
+        started_at=_utc(row.started_at), finished_at=_utc(row.finished_at), progress=progress,
+        message=row.message or "")
+
+
+class Store:
+    """The executions table, for the API (per user) and the scheduler (all users)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # -- API side --------------------------------------------------------------------------
+
+    def submit(self, user_id: int, requests: Sequence[TaskExecutionRequest]
+               ) -> list[ExecutionInfo]:
+        """Record new executions as queued; ids submitted before return what exists."""
+        ids = [r.execution_id for r in requests]
+        try:
+            return self._insert(user_id, requests, ids)
+        except sa.exc.IntegrityError:
+            # A concurrent retry of the same submission won the race: its rows are there now.
+            return self._insert(user_id, requests, ids)
+
+    def _insert(self, user_id: int, requests: Sequence[TaskExecutionRequest], ids: list[str]
+                ) -> list[ExecutionInfo]:
+        with self.engine.begin() as db:
+            found = self._rows(db, user_id, ids)
+            created = now()
+            new: dict[str, dict[str, Any]] = {}
+            for request in requests:
+                if request.execution_id in found or request.execution_id in new:
+                    continue
+                new[request.execution_id] = {
+                    "user_id": user_id, "id": request.execution_id,
+                    "run_id": uuid.uuid4().hex, "task_name": request.task_name,
+                    "task_version": request.task_version, "state": ExecutionState.QUEUED.value,
+                    "request": json.dumps(converter.unstructure(request)),
+                    "created_at": created, "message": ""}
+            if new:
+                db.execute(executions.insert(), list(new.values()))
+                found = self._rows(db, user_id, ids)
+        return [info_from_row(found[i]) for i in ids]
+
+    @staticmethod
+    def _rows(db: Any, user_id: int, ids: Sequence[str]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):  # stay under the databases' parameter limits
+            chunk = unique[start:start + 500]
+            for row in db.execute(sa.select(*_INFO_COLUMNS, executions.c.response)
+                                  .where(executions.c.user_id == user_id,
+                                         executions.c.id.in_(chunk))):
+                result[row.id] = row
+        return result
+
+    def states(self, user_id: int, ids: Sequence[str]) -> tuple[list[ExecutionInfo], list[str]]:
+        with self.engine.connect() as db:
+            rows = self._rows(db, user_id, ids)
+        return ([info_from_row(rows[i]) for i in ids if i in rows],
+                [i for i in ids if i not in rows])
+
+    def get(self, user_id: int, execution_id: str) -> Any:
+        """The row (with response) of one execution, or None."""
+        with self.engine.connect() as db:
+            return self._rows(db, user_id, [execution_id]).get(execution_id)
+
+    def request_cancel(self, user_id: int, execution_id: str) -> Any:
+        """Mark for cancelling (the scheduler does it); None if there is no such execution."""
+        with self.engine.begin() as db:
+            db.execute(executions.update().where(
+                executions.c.user_id == user_id, executions.c.id == execution_id,
+                executions.c.state.in_([ExecutionState.QUEUED.value,
+                                        ExecutionState.RUNNING.value]))
+                .values(cancel_requested=True))
+            return self._rows(db, user_id, [execution_id]).get(execution_id)
+
+    def page(self, user_id: int, *, task: str | None = None, state: str | None = None,
+             since: datetime | None = None, until: datetime | None = None, limit: int = 100,
+             cursor: str | None = None) -> ExecutionPage:
+        query = sa.select(*_INFO_COLUMNS, executions.c.seq).where(
+            executions.c.user_id == user_id)
+        if task is not None:
+            query = query.where(executions.c.task_name == task)
+        if state is not None:
+            query = query.where(executions.c.state == state)
+        if since is not None:
+            query = query.where(executions.c.created_at >= since)
+        if until is not None:
+            query = query.where(executions.c.created_at < until)
+        if cursor is not None:
+            query = query.where(executions.c.seq < decode_cursor(cursor))
+        query = query.order_by(executions.c.seq.desc()).limit(limit + 1)
+        with self.engine.connect() as db:
+            rows = list(db.execute(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return ExecutionPage([info_from_row(r) for r in rows],
+                             encode_cursor(rows[-1].seq) if more else None)
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The position a cursor stands for (ValueError for anything not made by this service)."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq":
+            raise ValueError(cursor)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a cursor of this service: {cursor!r}") from exc

@@ -1,0 +1,41 @@
+"""The databases the service is tested on: SQLite always, PostgreSQL where it is installed.
+
+Without PostgreSQL's packages (or as a user who cannot start it) the PostgreSQL runs skip with
+the reason; under CI (``CI=true``) they fail instead, because CI installs it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from hqs_sdk_server.testing import running_postgres
+
+    reason = None
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        reason = "needs PostgreSQL (run `scripts/test-postgres.sh install` as root)"
+    elif os.geteuid() != 0:
+        reason = "the test PostgreSQL is started as root (it runs as the postgres user)"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL cannot start under CI: {reason}")
+        pytest.skip(reason)
+    with running_postgres(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> Callable[[], str | None]:
+    """Makes the database URL for a new service (None: SQLite in its data folder)."""
+    if request.param == "sqlite":
+        return lambda: None
+    from hqs_sdk_server.testing import new_database
+
+    url = request.getfixturevalue("postgres")
+    return lambda: new_database(url)
