@@ -76,6 +76,16 @@ class Backend(abc.ABC):
     def cancel(self, handle: Handle) -> None:
         """Stop the execution; its response then has the state CANCELLED."""
 
+    def refresh(self, handle: Handle, response: TaskExecutionResponse
+                ) -> TaskExecutionResponse | None:
+        """A newer form of a cached response, or ``None`` if the cached one is still good.
+
+        Called on a cache hit whose output holds file references that are URLs. A backend
+        whose URLs expire (signed URLs) returns the response again with fresh ones; the cache
+        entry is then updated. The default keeps the cached response.
+        """
+        return None
+
     def wait(self, handles: Sequence[Handle], timeout: float, wake: threading.Event) -> None:
         """Block until something may have changed, ``timeout`` passed or ``wake`` is set.
 

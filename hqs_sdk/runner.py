@@ -38,6 +38,7 @@ from hqs_sdk.errors import (
     TaskFailedError,
     TaskTimedOutError,
 )
+from hqs_sdk.fileref import map_filerefs
 from hqs_sdk.models import (
     CacheEntry,
     CacheMode,
@@ -346,6 +347,7 @@ def _submit(call: TaskCall[R], configuration: Configuration, mode: CacheMode) ->
     if entry is not None:
         usable, reason = _usable(entry.state, mode)
         if usable and entry.state.finished:
+            entry = _refreshed(entry, configuration, cache)
             emit(ev.CacheHitEvent(request=entry.request, backend=entry.backend, entry=entry))
             return Execution(call, entry, configuration=configuration, cache=cache,
                              backend=None, from_cache=True)
@@ -397,6 +399,44 @@ def _submit(call: TaskCall[R], configuration: Configuration, mode: CacheMode) ->
     emit(ev.SubmittedEvent(request=request, backend=name, handle=handle))
     hub.watch(handle, execution)
     return execution
+
+
+def _has_urls(value: Any) -> bool:
+    found = False
+
+    def look(location: str) -> str:
+        nonlocal found
+        found = found or ("://" in location and not location.startswith("file://"))
+        return location
+
+    map_filerefs(value, look)
+    return found
+
+
+def _refreshed(entry: CacheEntry, configuration: Configuration, cache: Cache | None
+               ) -> CacheEntry:
+    """The entry, with fresh file URLs if its backend says the cached ones expire soon.
+
+    Only for outputs holding URLs, and only with the backend that ran it configured. If the
+    backend cannot be reached, the cached response is used as it is.
+    """
+    response = entry.response
+    if response is None or entry.handle is None or not _has_urls(response.output):
+        return entry
+    try:
+        name, backend, _ = backend_for(configuration.resolved_backend(), configuration)
+        if name != entry.backend:
+            return entry
+        fresh = backend.refresh(entry.handle, response)
+    except HqsSdkError as exc:
+        log.info("keeping the cached file URLs of %s: %s", entry.key, exc)
+        return entry
+    if fresh is None:
+        return entry
+    entry = attrs.evolve(entry, response=fresh, updated_at=_now())
+    if cache is not None:
+        cache.put(entry)
+    return entry
 
 
 def _reattach(call: TaskCall[R], entry: CacheEntry, configuration: Configuration,
