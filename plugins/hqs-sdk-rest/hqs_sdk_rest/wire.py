@@ -29,6 +29,7 @@ __all__ = [
     "ROUTES",
     "ExecutionInfo",
     "ExecutionPage",
+    "FileInfo",
     "Param",
     "Problem",
     "Route",
@@ -109,6 +110,20 @@ class WhoAmI:
 
 
 @attrs.frozen
+class FileInfo:
+    """A file the service stores for its owner. ``url`` is signed and stops working at
+    ``expires_at``; an expired URL in the input of a later task is still accepted from the
+    file's owner, and fetching the producing execution's response again gives fresh URLs."""
+
+    id: str
+    name: str
+    sha256: str
+    size: int
+    url: str
+    expires_at: datetime
+
+
+@attrs.frozen
 class Problem:
     """The body of every error response."""
 
@@ -142,8 +157,16 @@ class Route:
     status: int = 200
     authenticated: bool = True
 
+    @property
+    def streamed(self) -> bool:
+        """True when the body or the reply is raw bytes, streamed rather than JSON."""
+        return self.body is bytes or self.reply is bytes
+
 
 _ID = Param("id", str, "path", "the execution id (the request's execution_id)", True)
+_SHA256 = Param("sha256", str, "path", "SHA-256 of the content, 64 lowercase hex digits", True)
+_NAME = Param("name", str, description="the file's name (no folders), 1 to 255 characters",
+              required=True)
 
 ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "/health", "Liveness check; needs no token.", authenticated=False),
@@ -172,6 +195,20 @@ ROUTES: tuple[Route, ...] = (
     Route("cancel", "POST", "/v1/executions/{id}/cancel",
           "Cancel an execution; a finished one is left as it is.", reply=ExecutionInfo,
           params=(_ID,)),
+    Route("file_find", "GET", "/v1/uploads/{sha256}",
+          "The caller's file with this content and name, if it was uploaded before; 404 if not.",
+          reply=FileInfo, params=(_SHA256, _NAME)),
+    Route("upload", "PUT", "/v1/uploads/{sha256}",
+          "Upload a file (streamed, any size up to the service's limit); its content must hash to "
+          "sha256. Uploading the same content and name again returns the same file.",
+          body=bytes, reply=FileInfo, params=(_SHA256, _NAME)),
+    Route("download", "GET", "/v1/files/{id}",
+          "Download a file with a signed URL (made by the service; needs no token).",
+          reply=bytes, authenticated=False, params=(
+              Param("id", str, "path", "the file id", True),
+              Param("expires", int, description="expiry, seconds since the epoch", required=True),
+              Param("sig", str, description="the service's signature", required=True),
+          )),
 )
 
 _BY_NAME = {r.name: r for r in ROUTES}
@@ -197,6 +234,8 @@ def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
         return {"type": "null"}
     if kind is str:
         return {"type": "string"}
+    if kind is bytes:
+        return {"type": "string", "format": "binary"}
     if kind is bool:
         return {"type": "boolean"}
     if kind is int:
@@ -229,12 +268,19 @@ def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
 
 def _problem_responses(route: Route, components: dict[str, Any]) -> dict[str, Any]:
     problem = {"content": {"application/json": {"schema": _schema(Problem, components)}}}
-    codes = {"400": "malformed request", "404": "no such execution for this user",
+    codes = {"400": "malformed request", "404": "no such execution or file for this user",
              "409": "not finished yet", "413": "request too large",
              "422": "request not understood (wrong fields or types)"}
+    if route.name == "download":
+        codes = {"400": "malformed request", "403": "the signature is wrong or has expired",
+                 "404": "no such file"}
     if route.authenticated:
         codes["401"] = "missing or unknown bearer token"
     return {code: {"description": text, **problem} for code, text in codes.items()}
+
+
+def _media(kind: type) -> str:
+    return "application/octet-stream" if kind is bytes else "application/json"
 
 
 def openapi_document(server_url: str | None = None) -> dict[str, Any]:
@@ -250,10 +296,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "description": p.description, "schema": _schema(p.kind, components)})
         if r.body is not None:
             operation["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _schema(r.body, components)}}}
+                _media(r.body): {"schema": _schema(r.body, components)}}}
         reply: dict[str, Any] = {"description": "OK"}
         if r.reply is not None:
-            reply["content"] = {"application/json": {"schema": _schema(r.reply, components)}}
+            reply["content"] = {_media(r.reply): {"schema": _schema(r.reply, components)}}
         operation["responses"][str(r.status)] = reply
         operation["responses"].update(_problem_responses(r, components))
         if r.authenticated:

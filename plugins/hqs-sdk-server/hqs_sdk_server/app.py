@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -21,13 +22,15 @@ from hqs_sdk_rest import wire
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from hqs_sdk.models import ExecutionState
 from hqs_sdk.serialization import converter
 from hqs_sdk_server.auth import User, authenticate
 from hqs_sdk_server.catalog import Catalog, UnknownTask
+from hqs_sdk_server.files import FileStore, check_name, check_sha256, load_key
+from hqs_sdk_server.problems import ApiError
 from hqs_sdk_server.settings import Settings
 from hqs_sdk_server.store import Store, decode_cursor
 
@@ -35,15 +38,9 @@ __all__ = ["ApiError", "create_app"]
 
 log = logging.getLogger("hqs_sdk_server")
 
+#: Uploads are written in pieces of about this size (off the event loop).
+_WRITE_BATCH = 1024 * 1024
 _EXECUTION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
-
-
-class ApiError(Exception):
-    """An error response: status, a short code and a message for the user."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
 
 
 def _json(value: Any, status: int = 200) -> Response:
@@ -62,11 +59,14 @@ class Context:
 
     settings: Settings
     store: Store
+    files: FileStore
     catalog: Catalog
     wake: Callable[[], None]
     user: User | None
     body: Any
     params: dict[str, str]
+    #: The URL the request came to (or the configured public URL): file URLs start with it.
+    base_url: str
 
 
 Handler = Callable[[Context], Any]
@@ -132,7 +132,9 @@ def submit(ctx: Context) -> Any:
             ref = ctx.catalog.ref(request.task_name, request.task_version)
         except UnknownTask as exc:
             raise ApiError(422, "unknown_task", str(exc)) from None
-        checked.append(attrs.evolve(request, task_ref=ref))
+        own_hosts = {urlsplit(ctx.base_url).netloc}
+        request_input = ctx.files.inputs_to_internal(_user(ctx).id, request.input, own_hosts)
+        checked.append(attrs.evolve(request, task_ref=ref, input=request_input))
     infos = ctx.store.submit(_user(ctx).id, checked)
     ctx.wake()
     return wire.SubmitReply(infos)
@@ -164,7 +166,19 @@ def response(ctx: Context) -> Any:
     if row.response is None:
         raise ApiError(409, "not_finished",
                        f"execution {row.id!r} is {row.state}; ask again when it has finished")
-    return Response(row.response, media_type="application/json")
+    data = json.loads(row.response)
+    data["output"] = ctx.files.internal_to(data.get("output"),
+                                           lambda file: ctx.files.info(file, ctx.base_url).url)
+    return data
+
+
+def file_find(ctx: Context) -> Any:
+    sha256 = check_sha256(ctx.params["sha256"])
+    row = ctx.files.find(_user(ctx).id, sha256, check_name(ctx.params.get("name")))
+    if row is None:
+        raise ApiError(404, "not_found", f"you have no file {sha256} named "
+                                         f"{ctx.params.get('name')!r}; upload it")
+    return ctx.files.info(row, ctx.base_url)
 
 
 def cancel(ctx: Context) -> Any:
@@ -203,7 +217,7 @@ def list_executions(ctx: Context) -> Any:
 
 HANDLERS: dict[str, Handler] = {
     "health": health, "whoami": whoami, "submit": submit, "states": states, "list":
-    list_executions, "get": get, "response": response, "cancel": cancel,
+    list_executions, "get": get, "response": response, "cancel": cancel, "file_find": file_find,
 }
 
 
@@ -218,8 +232,23 @@ def create_app(settings: Settings) -> Starlette:
     engine = make_engine(settings.database_url)
     migrate(engine)
     store = Store(engine)
+    files = FileStore(engine, settings.data_dir / "files",
+                      load_key(settings.data_dir / "signing.key"), settings.url_lifetime_s)
     catalog = Catalog(settings.tasks_from)
-    scheduler = Scheduler(engine, settings.backend_config(), settings.max_running)
+    scheduler = Scheduler(engine, settings.backend_config(), settings.max_running, files,
+                          settings.work_dir / "executions")
+
+    def user_of(auth: str | None) -> User:
+        with engine.connect() as db:
+            user = authenticate(db, auth)
+        if user is None:
+            raise ApiError(401, "unauthorized",
+                           "missing, unknown or revoked bearer token; create one "
+                           "with `hqs-sdk-server token create --user NAME`")
+        return user
+
+    def base_url(request: Request) -> str:
+        return (settings.public_url or str(request.base_url)).rstrip("/")
 
     def endpoint(spec: wire.Route, handler: Handler) -> Callable[[Request], Any]:
         async def run(request: Request) -> Response:
@@ -232,16 +261,9 @@ def create_app(settings: Settings) -> Starlette:
                 auth = request.headers.get("authorization")
 
                 def work() -> Any:
-                    user = None
-                    if spec.authenticated:
-                        with engine.connect() as db:
-                            user = authenticate(db, auth)
-                        if user is None:
-                            raise ApiError(401, "unauthorized",
-                                           "missing, unknown or revoked bearer token; create one "
-                                           "with `hqs-sdk-server token create --user NAME`")
-                    return handler(Context(settings, store, catalog, scheduler.wake, user, body,
-                                           params))
+                    user = user_of(auth) if spec.authenticated else None
+                    return handler(Context(settings, store, files, catalog, scheduler.wake, user,
+                                           body, params, base_url(request)))
 
                 result = await run_in_threadpool(work)
             except ApiError as error:
@@ -254,7 +276,52 @@ def create_app(settings: Settings) -> Starlette:
 
         return run
 
-    routes = [Route(r.path, endpoint(r, HANDLERS[r.name]), methods=[r.method], name=r.name)
+    async def upload(request: Request) -> Response:
+        """Stream the body to disk while hashing it; memory stays at about a megabyte."""
+        limit = settings.max_file_bytes
+        too_large = ApiError(413, "too_large", f"the file is larger than {limit} bytes, the "
+                                               "service's limit (hqs-sdk-server --max-file-size)")
+        try:
+            user = await run_in_threadpool(user_of, request.headers.get("authorization"))
+            sha256 = check_sha256(request.path_params["sha256"])
+            name = check_name(request.query_params.get("name"))
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise too_large
+            receiver = await run_in_threadpool(files.receive, user.id, sha256, name)
+            try:
+                pending: list[bytes] = []
+                pending_size = size = 0
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    pending.append(chunk)
+                    pending_size += len(chunk)
+                    if pending_size >= _WRITE_BATCH:
+                        await run_in_threadpool(receiver.write, b"".join(pending))
+                        pending, pending_size = [], 0
+                await run_in_threadpool(receiver.write, b"".join(pending))
+                row = await run_in_threadpool(receiver.finish)
+            except BaseException:
+                receiver.abort()
+                raise
+            return _json(converter.unstructure(files.info(row, base_url(request))))
+        except ApiError as error:
+            return _problem(error)
+
+    async def download(request: Request) -> Response:
+        try:
+            path, name = await run_in_threadpool(
+                files.for_download, request.path_params["id"],
+                request.query_params.get("expires", ""), request.query_params.get("sig", ""))
+        except ApiError as error:
+            return _problem(error)
+        return FileResponse(path, filename=name, media_type="application/octet-stream")
+
+    streamed = {"upload": upload, "download": download}
+    routes = [Route(r.path, streamed[r.name] if r.streamed else endpoint(r, HANDLERS[r.name]),
+                    methods=[r.method], name=r.name)
               for r in wire.ROUTES]
     document = wire.openapi_document(settings.public_url)
 

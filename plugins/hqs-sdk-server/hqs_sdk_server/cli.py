@@ -54,7 +54,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     extra: dict[str, object] = {"host": args.host, "port": args.port,
                                 "tasks_from": tuple(args.tasks_from),
-                                "public_url": args.public_url}
+                                "public_url": args.public_url,
+                                "url_lifetime_s": args.url_lifetime,
+                                "max_file_bytes": args.max_file_size}
     if args.max_running is not None:
         extra["max_running"] = args.max_running
     settings = _settings(args, **extra)
@@ -120,7 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tasks-from", action="append", default=[], metavar="MODULE",
                        help="also run the tasks defined in this module (repeatable)")
     serve.add_argument("--public-url", default=None,
-                       help="the URL clients reach the service at (default: none)")
+                       help="the URL clients reach the service at, which file URLs start with "
+                            "(default: the URL each request came to)")
+    serve.add_argument("--url-lifetime", type=int, default=7 * 24 * 3600, metavar="SECONDS",
+                       help="how long a signed file URL works (default: %(default)s, a week)")
+    serve.add_argument("--max-file-size", type=int, default=64 * 1024**3, metavar="BYTES",
+                       help="largest file one upload may carry (default: %(default)s, 64 GiB)")
     serve.set_defaults(func=_cmd_serve)
 
     token = commands.add_parser("token", help="create, list and revoke bearer tokens")

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["executions", "make_engine", "metadata", "migrate", "tokens", "users"]
+__all__ = ["executions", "files", "make_engine", "metadata", "migrate", "tokens", "users"]
 
 metadata = sa.MetaData()
 
@@ -58,6 +58,19 @@ executions = sa.Table(
     sa.UniqueConstraint("user_id", "id", name="uq_executions_user_id"),
     sa.Index("ix_executions_state", "state"),
     sa.Index("ix_executions_user_task", "user_id", "task_name", "seq"),
+)
+
+files = sa.Table(
+    "files", metadata,
+    # A random id: the URL names the file by it, and a signature covers it and the owner.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    # The content is stored once per SHA-256 (in the blobs folder), whoever owns it.
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("user_id", "sha256", "name", name="uq_files_user_content_name"),
 )
 
 

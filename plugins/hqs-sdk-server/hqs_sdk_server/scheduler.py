@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from hqs_sdk.errors import BackendUnavailableError, HqsSdkError
 from hqs_sdk.models import ExecutionState, TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
 from hqs_sdk_server.db import executions
+from hqs_sdk_server.files import FileStore
 from hqs_sdk_server.store import now
 
 __all__ = ["Scheduler"]
@@ -41,10 +43,12 @@ class Scheduler:
     """One thread that starts, polls, finishes and cancels executions; see the module doc."""
 
     def __init__(self, engine: sa.Engine, backend_config: BackendConfiguration,
-                 max_running: int) -> None:
+                 max_running: int, files: FileStore, executions_dir: Path) -> None:
         from hqs_sdk.plugins import registry
 
         self.engine = engine
+        self.files = files
+        self.executions_dir = executions_dir
         self.max_running = max_running
         spec = registry().backend_spec_for(backend_config)
         self.backend: Backend = spec.backend_class(backend_config)
@@ -90,7 +94,7 @@ class Scheduler:
         """One pass: cancel, poll, finish, start. Returns (anything changed, live handles)."""
         with self.engine.connect() as db:
             rows = list(db.execute(sa.select(
-                executions.c.run_id, executions.c.id, executions.c.state,
+                executions.c.run_id, executions.c.id, executions.c.user_id, executions.c.state,
                 executions.c.handle, executions.c.cancel_requested, executions.c.request,
                 executions.c.started_at).where(executions.c.state.in_(_ACTIVE))
                 .order_by(executions.c.seq)))
@@ -156,6 +160,9 @@ class Scheduler:
         for row in rows:
             data = json.loads(row.request)
             data["execution_id"] = row.run_id  # unique across users in the backend
+            # The service's own files are read where they are stored.
+            data["input"] = self.files.internal_to(
+                data["input"], lambda file: str(self.files.blob(file.sha256)))
             requests.append(converter.structure(data, TaskExecutionRequest))
         try:
             handles = self.backend.submit_many(requests)
@@ -175,6 +182,14 @@ class Scheduler:
 
     def _finish(self, row: Any, response: dict[str, Any]) -> None:
         response["execution_id"] = row.id  # the client's id, not the backend's
+        if response.get("output") is not None:
+            try:  # the files the task returned are kept, and named by id
+                response["output"] = self.files.outputs_to_internal(
+                    row.user_id, response["output"], self.executions_dir / row.run_id)
+            except (ValueError, OSError) as exc:
+                response = {**_error_response(row.id, "failed", "bad_output", str(exc)),
+                            "log_tail": response.get("log_tail", ""),
+                            "metrics": response.get("metrics") or {}}
         parsed = converter.structure(response, TaskExecutionResponse)
         metrics = parsed.metrics
         with self.engine.begin() as db:

@@ -32,17 +32,27 @@ class Settings:
     tasks_from: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: Largest JSON request body, in bytes.
     max_body_bytes: int = 16 * 1024 * 1024
-    #: The URL clients reach the service at (for the OpenAPI document and file URLs).
+    #: The URL clients reach the service at (for the OpenAPI document and file URLs);
+    #: default: the URL each request came to.
     public_url: str | None = None
+    #: How long a signed file URL works, in seconds.
+    url_lifetime_s: int = 7 * 24 * 3600
+    #: Largest file one upload may carry, in bytes.
+    max_file_bytes: int = 64 * 1024**3
 
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{self.data_dir / 'hqs-sdk-server.db'}"
+
+    @property
+    def work_dir(self) -> Path:
+        """The local backend's folder; an execution's files are in ``executions/<run id>``."""
+        return self.data_dir / "work"
 
     def backend_config(self) -> BackendConfiguration:
         """The backend executions run on: the local one, with its folder in ``data_dir``."""
         from hqs_sdk.config import BackendConfigurationLocal
 
         config: BackendConfiguration = BackendConfigurationLocal(
-            work_dir=str(self.data_dir / "work"))
+            work_dir=str(self.work_dir))
         return config

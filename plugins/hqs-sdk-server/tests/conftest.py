@@ -9,8 +9,12 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from hqs_sdk_server.testing import Service
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +43,14 @@ def database(request: pytest.FixtureRequest) -> Callable[[], str | None]:
 
     url = request.getfixturevalue("postgres")
     return lambda: new_database(url)
+
+
+# Each test module starts its own service (fixture ``service``); these are its users.
+@pytest.fixture(scope="module")
+def alice(service: Service) -> str:
+    return service.token("alice")
+
+
+@pytest.fixture(scope="module")
+def bob(service: Service) -> str:
+    return service.token("bob")

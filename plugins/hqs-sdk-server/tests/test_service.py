@@ -28,16 +28,6 @@ def service(tmp_path_factory: pytest.TempPathFactory, database: Callable[[], str
         yield running
 
 
-@pytest.fixture(scope="module")
-def alice(service: Service) -> str:
-    return service.token("alice")
-
-
-@pytest.fixture(scope="module")
-def bob(service: Service) -> str:
-    return service.token("bob")
-
-
 def _call(service: Service, method: str, path: str, token: str | None, body: Any = None,
           **kwargs: Any) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
