@@ -116,19 +116,15 @@ def running_service(data_dir: Path, *, database_url: str | None = None,
         service.stop()
 
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "test-postgres.sh"
-
-
 @contextmanager
-def running_postgres(state: Path) -> Iterator[str]:
-    """A throw-away PostgreSQL (``scripts/test-postgres.sh``); yields its SQLAlchemy URL.
-
-    Only from a checkout of the repository (the script is not installed with the package).
-    """
-    up = subprocess.run(["bash", str(SCRIPT), "up", str(state)], capture_output=True, text=True,
+def running_postgres(state: Path, script: Path) -> Iterator[str]:
+    """A throw-away PostgreSQL started by ``script`` (the repository's
+    ``scripts/test-postgres.sh``, which is not installed with the package); yields its
+    SQLAlchemy URL."""
+    up = subprocess.run(["bash", str(script), "up", str(state)], capture_output=True, text=True,
                         timeout=180)
     if up.returncode != 0:
-        subprocess.run(["bash", str(SCRIPT), "down", str(state)], timeout=120,
+        subprocess.run(["bash", str(script), "down", str(state)], timeout=120,
                        capture_output=True)
         raise RuntimeError(f"PostgreSQL did not start:\n{up.stderr}")
     env = dict(line.split("=", 1) for line in (state / "env").read_text().splitlines()
@@ -136,7 +132,7 @@ def running_postgres(state: Path) -> Iterator[str]:
     try:
         yield env["HQS_TEST_PG_URL"]
     finally:
-        subprocess.run(["bash", str(SCRIPT), "down", str(state)], timeout=120,
+        subprocess.run(["bash", str(script), "down", str(state)], timeout=120,
                        capture_output=True)
 
 

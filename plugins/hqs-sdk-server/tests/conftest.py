@@ -9,9 +9,13 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+# The tests run from a checkout: the script is there, not in the installed package.
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "test-postgres.sh"
 
 if TYPE_CHECKING:
     from hqs_sdk_server.testing import Service
@@ -30,7 +34,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL cannot start under CI: {reason}")
         pytest.skip(reason)
-    with running_postgres(tmp_path_factory.mktemp("postgres")) as url:
+    with running_postgres(tmp_path_factory.mktemp("postgres"), SCRIPT) as url:
         yield url
 
 
