@@ -3,14 +3,26 @@
 A handle is ``{"id": execution_id, "url": service}``. Submission of a batch is one request;
 every polling round is one request for all pending executions of the process (up to 1,000 per
 request).
+
+File references in an input that are paths on this machine (``FileRef.from_path``) are
+uploaded before the submission, once per content and name (the service keeps them), and go to
+the service as its URLs. Outputs come back with signed URLs; :meth:`RESTBackend.refresh` gets
+fresh ones for a cached result whose URLs expire within :attr:`RESTBackend.refresh_margin_s`.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
 
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
-from hqs_sdk.errors import BackendError
+from hqs_sdk.errors import BackendError, BackendRejectedError
+from hqs_sdk.fileref import map_filerefs
 from hqs_sdk.models import ExecutionState, TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk_rest.client import Client
 from hqs_sdk_rest.config import BackendConfigurationREST
@@ -25,11 +37,41 @@ class RESTBackend(Backend):
     poll_interval_max = 5.0
     retry_seconds = 300.0
     submit_batch_window = 0.05
+    #: A cached result is fetched again when one of its file URLs expires sooner than this.
+    refresh_margin_s = 3600.0
+    #: How long a refresh may retry an unreachable service before the cached result is used.
+    refresh_retry_s = 3.0
 
     def __init__(self, config: BackendConfiguration) -> None:
         super().__init__(config)
         assert isinstance(config, BackendConfigurationREST)
         self.client = Client(config=config)
+        # (path, size, mtime) -> the URL of the uploaded file, for this process
+        self._uploaded: dict[tuple[str, int, int], str] = {}
+        self._uploaded_lock = threading.Lock()
+
+    def _upload(self, location: str) -> str:
+        if "://" in location and not location.startswith("file://"):
+            return location
+        path = os.path.abspath(location.removeprefix("file://"))
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise BackendRejectedError(
+                f"cannot upload the input file {path}: {exc.strerror}; check that it exists "
+                "and is readable") from None
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        with self._uploaded_lock:
+            url = self._uploaded.get(key)
+        if url is None:
+            url = self.client.upload(path).url
+            with self._uploaded_lock:
+                self._uploaded[key] = url
+        return url
+
+    def _with_uploads(self, request: TaskExecutionRequest) -> TaskExecutionRequest:
+        uploaded = map_filerefs(request.input, self._upload)
+        return request if uploaded == request.input else attrs.evolve(request, input=uploaded)
 
     def _id(self, handle: Handle) -> str:
         if not isinstance(handle, dict) or not isinstance(handle.get("id"), str):
@@ -46,7 +88,7 @@ class RESTBackend(Backend):
     def submit_many(self, requests: Sequence[TaskExecutionRequest]) -> list[Handle]:
         if not requests:
             return []
-        infos = self.client.submit(requests)
+        infos = self.client.submit([self._with_uploads(r) for r in requests])
         return [{"id": info.id, "url": self.client.url} for info in infos]
 
     def states(self, handles: Sequence[Handle]) -> list[BackendStatus]:
@@ -65,7 +107,23 @@ class RESTBackend(Backend):
         return statuses
 
     def fetch(self, handle: Handle) -> TaskExecutionResponse:
-        return self.client.response(self._id(handle))
+        return self.client.response(self._id(handle), retry_seconds=self.refresh_retry_s)
 
     def cancel(self, handle: Handle) -> None:
         self.client.cancel(self._id(handle))
+
+    def refresh(self, handle: Handle, response: TaskExecutionResponse
+                ) -> TaskExecutionResponse | None:
+        expiries: list[int] = []
+
+        def look(location: str) -> str:
+            parts = urlsplit(location)
+            if location.startswith(self.client.url) and parts.path.startswith("/v1/files/"):
+                expires = parse_qs(parts.query).get("expires", [""])[0]
+                expiries.append(int(expires) if expires.isdigit() else 0)
+            return location
+
+        map_filerefs(response.output, look)
+        if not expiries or min(expiries) - time.time() > self.refresh_margin_s:
+            return None
+        return self.client.response(self._id(handle), retry_seconds=self.refresh_retry_s)

@@ -15,10 +15,13 @@ with its message.
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -39,6 +42,8 @@ from hqs_sdk_rest.config import BackendConfigurationREST, resolve
 __all__ = ["Client", "NotFinished", "NotFound"]
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+#: Longest pause a Retry-After header can ask for; a longer one is still cut by retry_seconds.
+_RETRY_AFTER_MAX = 60.0
 
 
 class NotFound(BackendRejectedError):
@@ -50,9 +55,45 @@ class NotFinished(BackendError):
 
 
 class _Transient(Exception):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after
+
+
+def _retry_after(reply: requests.Response) -> float | None:
+    """The pause a 429 or 503 asks for (delay-seconds or HTTP-date), if any."""
+    value = reply.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return min(float(value), _RETRY_AFTER_MAX)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), _RETRY_AFTER_MAX)
+
+
+_backoff = tenacity.wait_exponential(multiplier=0.2, max=10)
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    # The service (or a proxy in front of it) knows better than our back-off how long to wait.
+    pause = _backoff(state)
+    failure = state.outcome.exception() if state.outcome is not None else None
+    asked = getattr(failure, "retry_after", None)
+    return pause if asked is None else max(pause, asked)
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 _sessions: dict[tuple[str, str], requests.Session] = {}
@@ -89,47 +130,58 @@ class Client:
     # -- transport -----------------------------------------------------------------------------
 
     def call(self, name: str, body: Any = None, params: dict[str, Any] | None = None,
-             path: dict[str, str] | None = None) -> Any:
-        """Call the route ``name``; returns the decoded JSON of the reply."""
+             path: dict[str, str] | None = None, retry_seconds: float | None = None) -> Any:
+        """Call the route ``name``; returns the decoded JSON of the reply.
+
+        Transient failures are retried for ``retry_seconds`` (default: :attr:`retry_seconds`).
+        """
+        retry_seconds = self.retry_seconds if retry_seconds is None else retry_seconds
         route = wire.route(name)
         target = self.url + route.path.format(**{k: quote(v, safe="")
                                                  for k, v in (path or {}).items()})
-        data = None
-        if body is not None:
+        data: Any = None
+        content_type = "application/json"
+        if hasattr(body, "read"):  # a file, streamed (and rewound for every attempt)
+            data, content_type = body, "application/octet-stream"
+        elif body is not None:
             data = json.dumps(converter.unstructure(body), separators=(",", ":"))
         doing = f"{route.method} {route.path}"
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
-            wait=tenacity.wait_exponential(multiplier=0.2, max=10),
-            stop=tenacity.stop_after_delay(self.retry_seconds), reraise=True)
+            wait=_wait,
+            stop=tenacity.stop_after_delay(retry_seconds), reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(route.method, target, data, params, doing)
+                    if hasattr(data, "seek"):
+                        data.seek(0)
+                    return self._once(route.method, target, data, params, doing, content_type)
         except _Transient as exc:
             raise BackendUnavailableError(
-                f"{self.url} did not answer {doing} for {self.retry_seconds:.0f} s: "
+                f"{self.url} did not answer {doing} for {retry_seconds:g} s: "
                 f"{exc.message}. Running the script again re-attaches to its executions."
             ) from None
         raise AssertionError("unreachable")
 
-    def _once(self, method: str, target: str, data: str | None,
-              params: dict[str, Any] | None, doing: str) -> Any:
+    def _once(self, method: str, target: str, data: Any, params: dict[str, Any] | None,
+              doing: str, content_type: str) -> Any:
         try:
             reply = self.session.request(
                 method, target, data=data, params=params, timeout=self.config.timeout_s,
                 verify=self.config.verify,
-                headers={"Content-Type": "application/json"} if data is not None else None)
+                headers={"Content-Type": content_type} if data is not None else None)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
         if reply.status_code in _RETRY_STATUS:
-            raise _Transient(f"HTTP {reply.status_code}")
+            raise _Transient(f"HTTP {reply.status_code}", _retry_after(reply))
         if reply.status_code >= 400:
             message = self._problem(reply)
             if reply.status_code == 401:
                 raise ConfigurationError(
-                    f"{self.url} refused the token ({message}); check HQS_SDK_TOKEN or run "
-                    "`hqs-sdk login` again")
+                    f"{self.url} refused the token ({message}); run `hqs-sdk login`, set "
+                    "HQS_SDK_TOKEN or pass BackendConfigurationREST(token=...) with a valid "
+                    "token (the service's administrator creates one with `hqs-sdk-server "
+                    "token create --user NAME`)")
             if reply.status_code == 404:
                 raise NotFound(f"{doing}: {message}")
             if reply.status_code == 409:
@@ -175,13 +227,36 @@ class Client:
         return converter.structure(self.call("get", path={"id": execution_id}),
                                    wire.ExecutionInfo)
 
-    def response(self, execution_id: str) -> TaskExecutionResponse:
-        return converter.structure(self.call("response", path={"id": execution_id}),
-                                   TaskExecutionResponse)
+    def response(self, execution_id: str, retry_seconds: float | None = None
+                 ) -> TaskExecutionResponse:
+        return converter.structure(
+            self.call("response", path={"id": execution_id}, retry_seconds=retry_seconds),
+            TaskExecutionResponse)
 
     def cancel(self, execution_id: str) -> wire.ExecutionInfo:
         return converter.structure(self.call("cancel", path={"id": execution_id}),
                                    wire.ExecutionInfo)
+
+    def upload(self, path: str) -> wire.FileInfo:
+        """Upload a local file, streamed; content the user already stored under the same name
+        is not sent again. The returned URL can go into any task's input, even once expired."""
+        name = os.path.basename(path)
+        try:
+            sha256 = _sha256_of(path)
+            where = {"sha256": sha256}
+            try:
+                return converter.structure(
+                    self.call("file_find", params={"name": name}, path=where), wire.FileInfo)
+            except NotFound:
+                pass
+            with open(path, "rb") as stream:
+                return converter.structure(
+                    self.call("upload", stream, params={"name": name}, path=where),
+                    wire.FileInfo)
+        except OSError as exc:
+            raise BackendRejectedError(
+                f"cannot upload the input file {path}: {exc.strerror or exc}; check that it "
+                "exists and is readable") from None
 
     def executions(self, *, task: str | None = None, state: str | None = None,
                    since: datetime | None = None, until: datetime | None = None,

@@ -1,0 +1,105 @@
+"""File references through the REST backend, as a script uses them: local inputs are uploaded,
+outputs come back as signed URLs, and a cached result gets fresh URLs when called again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hqs_sdk_rest import BackendConfigurationREST, Client
+from hqs_sdk_server.testing import Service, running_service
+
+from hqs_sdk import FileRef
+from hqs_sdk.cache import CacheConfigurationMemory
+from hqs_sdk.errors import BackendRejectedError, HqsSdkError
+from hqs_sdk.testing import tasks
+
+LIFETIME = 3  # seconds a signed URL works on this module's service
+
+
+@pytest.fixture(scope="module")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("short"),
+                         extra=(f"--url-lifetime={LIFETIME}",)) as running:
+        yield running
+
+
+@pytest.fixture
+def config(hqs_config: Any, short_lived: Service) -> Any:
+    hqs_config.backend = BackendConfigurationREST(url=short_lived.url,
+                                                  token=short_lived.token("carol"))
+    return hqs_config
+
+
+def _blobs(service: Service) -> int:
+    return sum(1 for p in (service.data_dir / "files" / "blobs").rglob("*") if p.is_file())
+
+
+def test_a_local_file_is_uploaded_once_and_read_by_the_task(config: Any, short_lived: Service,
+                                                            tmp_path: Path) -> None:
+    local = tmp_path / "input.txt"
+    local.write_text("from the client's disk")
+    before = _blobs(short_lived)
+    assert tasks.read_text(FileRef.from_path(local)) == "from the client's disk"
+    assert _blobs(short_lived) == before + 1
+
+    copy = tmp_path / "other" / "input.txt"  # same name and content elsewhere: not sent again
+    copy.parent.mkdir()
+    copy.write_text("from the client's disk")
+    client = Client(config=config.backend)
+    assert client.upload(str(copy)).id == client.upload(str(local)).id
+    assert _blobs(short_lived) == before + 1
+
+
+def test_a_missing_input_file_is_refused_and_not_cached(config: Any, tmp_path: Path) -> None:
+    missing = FileRef.from_path(tmp_path / "nope.txt")
+    with pytest.raises(BackendRejectedError, match=r"nope\.txt.*exists"):
+        tasks.read_text(missing)
+    cache = config.cache
+    assert isinstance(cache, CacheConfigurationMemory)
+    from hqs_sdk.cache import open_cache
+
+    assert list(open_cache(cache).entries()) == []
+
+
+def test_an_output_file_downloads_and_feeds_the_next_task(config: Any,
+                                                          short_lived: Service) -> None:
+    ref = tasks.write_text("written on the service")
+    assert ref.is_url and ref.location.startswith(short_lived.url)
+    assert ref.read_text() == "written on the service"
+    assert tasks.read_text(ref) == "written on the service"
+
+
+def test_calling_again_refreshes_expired_urls_without_running_again(
+        config: Any, short_lived: Service) -> None:
+    seen: list[str] = []
+    config.on_cache_hit(lambda *_: seen.append("cache_hit"))
+    config.on_submitted(lambda *_: seen.append("submitted"))
+    ref = tasks.write_text("keep me", name="kept.txt")
+    time.sleep(LIFETIME + 1.5)
+    with pytest.raises(HqsSdkError, match="Call the task that produced it again"):
+        ref.read_text()
+    # The expired URL is still good as its owner's input...
+    assert tasks.read_text(ref) == "keep me"
+
+    seen.clear()
+    again = tasks.write_text("keep me", name="kept.txt")
+    assert "cache_hit" in seen and "submitted" not in seen
+    assert again != ref and again.read_text() == "keep me"
+
+
+def test_a_cache_hit_with_expired_urls_works_while_the_service_is_down(
+        config: Any, short_lived: Service) -> None:
+    ref = tasks.write_text("cached while down", name="down.txt")
+    time.sleep(LIFETIME + 1.5)
+    short_lived.stop()
+    try:
+        started = time.monotonic()
+        again = tasks.write_text("cached while down", name="down.txt")
+        assert again == ref  # the cached result, URLs as they were
+        assert time.monotonic() - started < 15  # not the minute a submission would retry
+    finally:
+        short_lived.start()
