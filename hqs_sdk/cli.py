@@ -1,4 +1,4 @@
-"""``hqs-sdk``: the user's command line (plugins and cache).
+"""``hqs-sdk``: the user's command line (plugins, cache, and what plugins add).
 
 Examples::
 
@@ -9,18 +9,26 @@ Examples::
     hqs-sdk cache rm --failed
 
 Cache commands work on ``.hqs_sdk_cache.db`` in the current folder unless ``--file`` (and
-``--type``, when the file's name does not tell) say otherwise.
+``--type``, when the file's name does not tell) say otherwise. Plugins add commands of their own
+through the ``hqs_sdk_cli_commands`` hook (``hqs-sdk login`` of hqs-sdk-rest, for example).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from hqs_sdk.errors import HqsSdkError
+from hqs_sdk.errors import HqsSdkError, PluginConflictError
+
+if TYPE_CHECKING:
+    import pluggy
+
+log = logging.getLogger("hqs_sdk")
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -111,12 +119,64 @@ def _cmd_cache_rm(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(prog="hqs-sdk", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Commands(argparse._SubParsersAction):
+    """The top-level subcommands: remembers who added each name and refuses a second owner.
+
+    argparse itself refuses a duplicate name, but could not say who else claims it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.adding_for = "hqs-sdk"
+        self.owners: dict[str, str] = {}
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        from hqs_sdk.plugins import DISABLE_ENV
+
+        for alias in (name, *kwargs.get("aliases", ())):
+            owner = self.owners.get(alias)
+            if owner is None:
+                continue
+            if owner == "hqs-sdk":
+                where = f"`hqs-sdk {alias}` is a built-in command"
+            else:
+                where = f"plugin {owner!r} already adds `hqs-sdk {alias}`"
+            raise PluginConflictError(
+                f"plugin {self.adding_for!r} adds the command {alias!r}, but {where}; block "
+                f"one of them with {DISABLE_ENV}=<name>")
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        for alias in (name, *kwargs.get("aliases", ())):
+            self.owners[alias] = self.adding_for
+        return parser
+
+
+def _add_plugin_commands(sub: _Commands, pm: pluggy.PluginManager) -> None:
+    for impl in pm.hook.hqs_sdk_cli_commands.get_hookimpls():
+        sub.adding_for = impl.plugin_name
+        try:
+            impl.function(*[{"subparsers": sub}[name] for name in impl.argnames])
+        except PluginConflictError:
+            raise
+        except Exception as exc:
+            # A broken plugin must not take `hqs-sdk plugins` and `cache` down with it.
+            log.warning("hqs-sdk: skipping the commands of plugin %r: it failed in "
+                        "hqs_sdk_cli_commands (%s: %s)", impl.plugin_name,
+                        type(exc).__name__, exc)
+    sub.adding_for = "hqs-sdk"
+
+
+def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
+    """The argument parser with the commands of every plugin (for documentation and tests).
+
+    Args:
+        plugin_manager: whose ``hqs_sdk_cli_commands`` to ask; default: the process-wide one.
+    """
+    summary = __doc__.split("\n")[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="hqs-sdk", description=summary)
+    sub = parser.add_subparsers(dest="command", required=True, action=_Commands,
+                                metavar="COMMAND")
     plugins = sub.add_parser("plugins", help="list installed plugins and what they provide")
-    plugins.set_defaults(fn=_cmd_plugins)
+    plugins.set_defaults(handler=_cmd_plugins)
 
     cache = sub.add_parser("cache", help="inspect and clean the client-side cache")
     cache.add_argument("--file", default=".hqs_sdk_cache.db",
@@ -126,26 +186,41 @@ def build_parser() -> argparse.ArgumentParser:
     listing = cache_sub.add_parser("list", help="one line per entry")
     listing.add_argument("--state", help="only entries in this state (e.g. failed)")
     listing.add_argument("--task", help="only entries of this task")
-    listing.set_defaults(fn=_cmd_cache_list)
+    listing.set_defaults(handler=_cmd_cache_list)
     show = cache_sub.add_parser("show", help="one entry in full, as JSON")
     show.add_argument("key")
-    show.set_defaults(fn=_cmd_cache_show)
+    show.set_defaults(handler=_cmd_cache_show)
     rm = cache_sub.add_parser("rm", help="remove entries (the executions are not touched)")
     rm.add_argument("keys", nargs="*")
     rm.add_argument("--failed", action="store_true",
                     help="remove every failed, timed-out or cancelled entry")
-    rm.set_defaults(fn=_cmd_cache_rm)
+    rm.set_defaults(handler=_cmd_cache_rm)
+
+    if plugin_manager is None:
+        from hqs_sdk.plugins import registry
+
+        plugin_manager = registry().plugin_manager
+    assert isinstance(sub, _Commands)
+    _add_plugin_commands(sub, plugin_manager)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of ``hqs-sdk``."""
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            parser.error(f"`hqs-sdk {args.command}` does nothing by itself; see "
+                         f"`hqs-sdk {args.command} --help`")
+        return int(handler(args))
     except HqsSdkError as exc:
         print(f"hqs-sdk: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nhqs-sdk: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

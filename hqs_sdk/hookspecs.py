@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from hqs_sdk.backend import BackendSpec
     from hqs_sdk.cache import CacheSpec
     from hqs_sdk.events import Event
@@ -128,4 +130,47 @@ def hqs_sdk_on_event(event: Event) -> None:
         def hqs_sdk_on_event(event):
             if event.name == "finished":
                 print(event.request.task_name, event.response.state.value)
+    """
+
+
+@hookspec
+def hqs_sdk_cli_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add subcommands to the ``hqs-sdk`` command line.
+
+    ``subparsers`` is the top-level ``add_subparsers()`` object of ``hqs-sdk``: call
+    ``subparsers.add_parser(name, help=...)`` for each command and give every command that
+    runs something a handler with ``parser.set_defaults(handler=function)``. ``hqs-sdk``
+    calls the handler with the parsed :class:`argparse.Namespace` and exits with the integer
+    it returns. A :class:`~hqs_sdk.errors.HqsSdkError` raised by the handler is printed as
+    ``hqs-sdk: <message>`` with exit code 1, so raise one (with what to do next) for mistakes
+    the user can fix.
+
+    The hook runs every time ``hqs-sdk`` starts, whatever the command: keep it to building
+    parsers and import heavy modules inside the handlers. A name that is already taken (by a
+    built-in command such as ``cache`` or by another plugin) is an error naming both; a plugin
+    whose hook raises anything else is skipped with a warning, so the other commands still work.
+
+    Example::
+
+        import argparse
+
+        from hqs_sdk import hookimpl
+
+
+        def greet(args: argparse.Namespace) -> int:
+            greeting = f"Hello, {args.name}!"
+            print(greeting.upper() if args.shout else greeting)
+            return 0
+
+
+        @hookimpl
+        def hqs_sdk_cli_commands(subparsers):
+            parser = subparsers.add_parser("greet", help="say hello")
+            parser.add_argument("name")
+            parser.add_argument("--shout", action="store_true")
+            parser.set_defaults(handler=greet)
+
+    Then ``hqs-sdk greet world`` prints ``Hello, world!``. For a command with subcommands of its
+    own (``hqs-sdk jobs list``), call ``parser.add_subparsers(dest="jobs_command",
+    required=True)`` on it and give each of those parsers its handler.
     """

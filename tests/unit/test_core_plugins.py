@@ -116,3 +116,16 @@ def test_file_references_with_a_plugin_scheme_are_opened_by_that_plugin(tmp_path
         assert opened == ["mem://bucket/a.txt"]
         with pytest.raises(HqsSdkError, match=r"no installed plugin reads s3:// URLs"):
             FileRef("s3://bucket/a.txt").read_bytes()
+
+
+def test_every_hook_has_an_example_and_is_documented_for_plugin_authors() -> None:
+    from pathlib import Path
+
+    from hqs_sdk import hookspecs
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "plugin-authors.md").read_text()
+    hooks = [name for name in dir(hookspecs) if name.startswith("hqs_sdk_")]
+    assert "hqs_sdk_cli_commands" in hooks
+    for name in hooks:
+        assert "Example::" in (getattr(hookspecs, name).__doc__ or ""), name
+        assert f"`{name}(" in guide, name

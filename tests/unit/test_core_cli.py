@@ -1,0 +1,146 @@
+"""The ``hqs_sdk_cli_commands`` hook: plugins add ``hqs-sdk`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hqs_sdk import hookimpl
+from hqs_sdk.cli import build_parser, main
+from hqs_sdk.errors import ConfigurationError, PluginConflictError
+from hqs_sdk.plugins import PluginManager, get_plugin_manager, use_plugin_manager
+
+
+def _greet(args: argparse.Namespace) -> int:
+    greeting = f"Hello, {args.name}!"
+    print(greeting.upper() if args.shout else greeting)
+    return 3 if args.name == "three" else 0
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    print("jobs:", args.state or "all")
+    return 0
+
+
+def _jobs_fail(args: argparse.Namespace) -> int:
+    raise ConfigurationError("no jobs service configured; run `hqs-sdk greet` first")
+
+
+class _GreetPlugin:
+    """A plugin with a flat command and one with subcommands of its own."""
+
+    @hookimpl
+    def hqs_sdk_cli_commands(self, subparsers: Any) -> None:
+        greet = subparsers.add_parser("greet", help="say hello")
+        greet.add_argument("name")
+        greet.add_argument("--shout", action="store_true")
+        greet.set_defaults(handler=_greet)
+
+        jobs = subparsers.add_parser("jobs", help="look at jobs")
+        jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+        listing = jobs_sub.add_parser("list")
+        listing.add_argument("--state")
+        listing.set_defaults(handler=_jobs_list)
+        jobs_sub.add_parser("fail").set_defaults(handler=_jobs_fail)
+        subparsers.add_parser("idle", help="a command without a handler")
+
+
+def _plugin_adding(name: str) -> types.SimpleNamespace:
+    @hookimpl
+    def hqs_sdk_cli_commands(subparsers: Any) -> None:
+        subparsers.add_parser(name).set_defaults(handler=lambda args: 0)
+
+    return types.SimpleNamespace(hqs_sdk_cli_commands=hqs_sdk_cli_commands)
+
+
+@pytest.fixture
+def pm() -> Iterator[PluginManager]:
+    pm = get_plugin_manager(load_entrypoints=False)
+    with use_plugin_manager(pm):
+        yield pm
+
+
+def test_plugin_commands_run_their_handler_and_return_its_exit_code(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pm.register(_GreetPlugin(), name="greeter")
+    assert main(["greet", "world"]) == 0
+    assert capsys.readouterr().out == "Hello, world!\n"
+    assert main(["greet", "--shout", "three"]) == 3
+    assert capsys.readouterr().out == "HELLO, THREE!\n"
+    assert main(["jobs", "list", "--state", "failed"]) == 0
+    assert capsys.readouterr().out == "jobs: failed\n"
+
+
+def test_plugin_commands_are_listed_in_the_help_beside_the_built_in_ones(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pm.register(_GreetPlugin(), name="greeter")
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("plugins", "cache", "greet", "jobs"):
+        assert f"    {command} " in out
+    assert "say hello" in out
+
+
+def test_an_sdk_error_in_a_handler_is_one_line_with_exit_code_1(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pm.register(_GreetPlugin(), name="greeter")
+    assert main(["jobs", "fail"]) == 1
+    err = capsys.readouterr().err
+    assert err == "hqs-sdk: no jobs service configured; run `hqs-sdk greet` first\n"
+
+
+def test_usage_errors_and_commands_without_a_handler_exit_2(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pm.register(_GreetPlugin(), name="greeter")
+    for argv in (["jobs"], ["greet"], ["idle"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2, argv
+    assert "`hqs-sdk idle` does nothing by itself" in capsys.readouterr().err
+
+
+def test_a_plugin_may_not_replace_a_built_in_command(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pm.register(_plugin_adding("cache"), name="greedy")
+    assert main(["plugins"]) == 1
+    err = capsys.readouterr().err
+    assert "plugin 'greedy' adds the command 'cache'" in err
+    assert "built-in" in err and "HQS_SDK_DISABLE_PLUGINS" in err
+
+
+def test_two_plugins_adding_one_command_are_refused_naming_both(pm: PluginManager) -> None:
+    pm.register(_plugin_adding("deploy"), name="first")
+    pm.register(_plugin_adding("deploy"), name="second")
+    with pytest.raises(PluginConflictError, match="'deploy'") as info:
+        build_parser(pm)
+    assert "plugin 'second' adds the command 'deploy'" in str(info.value)
+    assert "plugin 'first' already adds `hqs-sdk deploy`" in str(info.value)
+
+
+def test_a_plugin_whose_hook_fails_is_skipped_with_a_warning(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    @hookimpl
+    def hqs_sdk_cli_commands(subparsers: Any) -> None:
+        raise RuntimeError("boom")
+
+    pm.register(types.SimpleNamespace(hqs_sdk_cli_commands=hqs_sdk_cli_commands),
+                name="broken")
+    pm.register(_GreetPlugin(), name="greeter")
+    with caplog.at_level(logging.WARNING, logger="hqs_sdk"):
+        assert main(["greet", "world"]) == 0
+    assert capsys.readouterr().out == "Hello, world!\n"
+    assert "skipping the commands of plugin 'broken'" in caplog.text
+    assert "RuntimeError: boom" in caplog.text
