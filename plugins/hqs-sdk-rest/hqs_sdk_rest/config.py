@@ -7,9 +7,11 @@ owner only). They are looked up when the backend starts, not when the configurat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,42 @@ import attrs
 from hqs_sdk.backend import BackendConfiguration
 from hqs_sdk.errors import ConfigurationError
 
-__all__ = ["BackendConfigurationREST", "credentials_file", "resolve"]
+__all__ = ["BackendConfigurationREST", "credentials_file", "resolve", "save"]
 
 
 def credentials_file() -> Path:
+    """Where ``hqs-sdk login`` saves the URL and token: ``$XDG_CONFIG_HOME/hqs-sdk/rest.json``."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return Path(base) / "hqs-sdk" / "rest.json"
+
+
+def save(url: str, token: str) -> Path:
+    """Save ``url`` and ``token`` for :func:`resolve` (what ``hqs-sdk login`` does); the path.
+
+    The file is replaced atomically (a reader sees the old or the new login, never half of
+    one) and is readable by its owner only (mode 0600, in a folder made with mode 0700).
+    """
+    path = credentials_file()
+    data = json.dumps({"url": url.rstrip("/"), "token": token}, indent=2) + "\n"
+    tmp = None
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkstemp creates the file with mode 0600 before anything is written to it.
+        fd, tmp = tempfile.mkstemp(prefix=".rest.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc}; nothing was saved") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return path
 
 
 def _token_repr(token: str | None) -> str:
@@ -75,17 +107,17 @@ def resolve(config: BackendConfigurationREST) -> tuple[str, str]:
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read {path}: {exc}; run `hqs-sdk login` again"
                                      ) from None
-        if url is None or saved.get("url") == url:
+        if url is None or saved.get("url") == url.rstrip("/"):
             url = url or saved.get("url")
             token = token or saved.get("token")
     if not url:
         raise ConfigurationError(
             "the REST backend needs the service's URL: pass BackendConfigurationREST(url=...), "
-            "set HQS_SDK_URL, or run `hqs-sdk login URL`")
+            "set HQS_SDK_URL, or run `hqs-sdk login --url URL`")
     if not token:
         raise ConfigurationError(
             f"the REST backend needs a token for {url}: pass token=..., set HQS_SDK_TOKEN, or "
-            "run `hqs-sdk login URL` (the service's administrator creates tokens with "
+            "run `hqs-sdk login --url URL` (the service's administrator creates tokens with "
             "`hqs-sdk-server token create --user NAME`)")
     _url(None, None, url)
     return url.rstrip("/"), token

@@ -1,11 +1,15 @@
-"""Registers the ``rest`` backend with hqs-sdk (entry point ``rest``)."""
+"""Registers the ``rest`` backend and its ``hqs-sdk`` commands (entry point ``rest``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from hqs_sdk.backend import BackendSpec
 from hqs_sdk.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import argparse
 
 
 @hookimpl
@@ -15,3 +19,10 @@ def hqs_sdk_backends() -> Iterator[BackendSpec]:
 
     yield BackendSpec("rest", BackendConfigurationREST, RESTBackend,
                       "tasks run by an hqs-sdk-server service")
+
+
+@hookimpl
+def hqs_sdk_cli_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from hqs_sdk_rest.cli import add_commands
+
+    add_commands(subparsers)
