@@ -30,6 +30,7 @@ from hqs_sdk.serialization import converter
 from hqs_sdk_server.auth import User, authenticate
 from hqs_sdk_server.catalog import Catalog, UnknownTask
 from hqs_sdk_server.files import FileStore, check_name, check_sha256, load_key
+from hqs_sdk_server.leader import Leadership
 from hqs_sdk_server.problems import ApiError
 from hqs_sdk_server.settings import Settings
 from hqs_sdk_server.store import Store, decode_cursor
@@ -236,7 +237,8 @@ def create_app(settings: Settings) -> Starlette:
                       load_key(settings.data_dir / "signing.key"), settings.url_lifetime_s)
     catalog = Catalog(settings.tasks_from)
     scheduler = Scheduler(engine, settings.backend_config(), settings.max_running, files,
-                          settings.work_dir / "executions")
+                          settings.work_dir / "executions",
+                          Leadership(engine, settings.data_dir))
 
     def user_of(auth: str | None) -> User:
         with engine.connect() as db:

@@ -2,6 +2,7 @@
 
 The database is the queue and the record: an execution is ``queued`` until it has a handle in
 the backend, then follows the backend's state until it finishes and its response is stored.
+Only one process on a database runs the scheduler (see :mod:`hqs_sdk_server.leader`).
 Everything the scheduler knows is in the database, so after a restart it picks up where it
 stopped: queued executions start, executions with a handle are asked about again (the local
 backend's workers are detached processes that outlive the service), and a handle the backend
@@ -24,6 +25,7 @@ from hqs_sdk.models import ExecutionState, TaskExecutionRequest, TaskExecutionRe
 from hqs_sdk.serialization import converter
 from hqs_sdk_server.db import executions
 from hqs_sdk_server.files import FileStore
+from hqs_sdk_server.leader import Leadership
 from hqs_sdk_server.store import now
 
 __all__ = ["Scheduler"]
@@ -42,11 +44,16 @@ def _error_response(execution_id: str, state: str, kind: str, message: str) -> d
 class Scheduler:
     """One thread that starts, polls, finishes and cancels executions; see the module doc."""
 
+    #: How often a standby process checks whether it can take the scheduler over.
+    standby_interval = 1.0
+
     def __init__(self, engine: sa.Engine, backend_config: BackendConfiguration,
-                 max_running: int, files: FileStore, executions_dir: Path) -> None:
+                 max_running: int, files: FileStore, executions_dir: Path,
+                 leadership: Leadership) -> None:
         from hqs_sdk.plugins import registry
 
         self.engine = engine
+        self.leadership = leadership
         self.files = files
         self.executions_dir = executions_dir
         self.max_running = max_running
@@ -71,6 +78,7 @@ class Scheduler:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        self.leadership.release()
         self.backend.close()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -80,6 +88,9 @@ class Scheduler:
         while not self._stop.is_set():
             self._wake.clear()
             try:
+                if not self.leadership.acquire():  # another process runs the executions
+                    self._stop.wait(self.standby_interval)
+                    continue
                 busy, handles = self.round()
             except Exception:  # the loop must survive anything; the next round tries again
                 log.exception("scheduler round failed")
