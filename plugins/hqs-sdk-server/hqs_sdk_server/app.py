@@ -236,8 +236,9 @@ def create_app(settings: Settings) -> Starlette:
     files = FileStore(engine, settings.data_dir / "files",
                       load_key(settings.data_dir / "signing.key"), settings.url_lifetime_s)
     catalog = Catalog(settings.tasks_from)
-    scheduler = Scheduler(engine, settings.backend_config(), settings.max_running, files,
-                          settings.work_dir / "executions",
+    backend_config = settings.backend_config()
+    scheduler = Scheduler(engine, backend_config, settings.max_running, files,
+                          lambda run_id: settings.execution_folders(backend_config, run_id),
                           Leadership(engine, settings.data_dir))
 
     def user_of(auth: str | None) -> User:

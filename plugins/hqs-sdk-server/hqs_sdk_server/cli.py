@@ -56,7 +56,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                 "tasks_from": tuple(args.tasks_from),
                                 "public_url": args.public_url,
                                 "url_lifetime_s": args.url_lifetime,
-                                "max_file_bytes": args.max_file_size}
+                                "max_file_bytes": args.max_file_size,
+                                "backend_file": args.backend_file}
     if args.max_running is not None:
         extra["max_running"] = args.max_running
     settings = _settings(args, **extra)
@@ -128,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long a signed file URL works (default: %(default)s, a week)")
     serve.add_argument("--max-file-size", type=int, default=64 * 1024**3, metavar="BYTES",
                        help="largest file one upload may carry (default: %(default)s, 64 GiB)")
+    serve.add_argument("--backend-file", type=Path, default=None, metavar="JSON",
+                       help='the backend executions run on, as a JSON object: {"backend": '
+                            '"slurm", "login_host": ..., "slurm_tmp_io": ...} (default: the '
+                            "local backend, its folder in the data folder)")
     serve.set_defaults(func=_cmd_serve)
 
     token = commands.add_parser("token", help="create, list and revoke bearer tokens")

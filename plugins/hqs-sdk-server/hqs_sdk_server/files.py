@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import posixpath
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -195,18 +196,28 @@ class FileStore:
         """A sink for an upload's chunks; call ``finish()`` to check and keep it."""
         return Receiver(self, user_id, sha256, name)
 
-    def ingest(self, user_id: int, path: Path) -> Any:
-        """Keep a file a task wrote (copied: the execution folder may be cleaned up)."""
+    def ingest(self, user_id: int, location: str, name: str) -> Any:
+        """Keep a file a task wrote (copied, streamed: the execution's folder may go away).
+
+        ``location`` is a path, or a URL of a scheme an installed plugin opens (the Slurm
+        backend's ``sftp://``).
+        """
+        from hqs_sdk.fileref import FileRef
+
         tmp = self.incoming / uuid.uuid4().hex
         digest = hashlib.sha256()
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
+        try:
+            with FileRef(location).open() as src, open(tmp, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         sha256 = digest.hexdigest()
         size = tmp.stat().st_size
         self._keep(tmp, sha256)
-        return self._record(user_id, sha256, size, path.name)
+        return self._record(user_id, sha256, size, name)
 
     # -- file references in requests and responses -----------------------------------------
 
@@ -266,27 +277,43 @@ class FileStore:
 
         return map_filerefs(value, replace)
 
-    def outputs_to_internal(self, user_id: int, value: Any, folder: Path) -> Any:
-        """Keep the files a task returned (paths in its ``folder``, or files it was given) and
-        name them ``hqs-file:<id>``. ValueError for a path anywhere else: the service does not
-        hand out its own disk."""
-        folder = folder.resolve()
+    def outputs_to_internal(self, user_id: int, value: Any, folders: Sequence[str]) -> Any:
+        """Keep the files a task returned and name them ``hqs-file:<id>``.
+
+        A task may return files in its execution's ``folders`` (paths, or the backend's own
+        URLs such as ``sftp://`` whose path is in one of them) and files it was given. Anything
+        else is a ValueError: the service does not hand out its own disk or the cluster's.
+        http(s) URLs are left as they are.
+        """
+        local_roots = [os.path.realpath(f) for f in folders]
+        remote_roots = [posixpath.normpath(f) for f in folders]
+        blobs = os.path.realpath(self.blobs)
+
+        def inside(path: str, roots: list[str]) -> bool:
+            return any(path.startswith(root + "/") for root in roots)
 
         def convert(location: str) -> str:
-            if "://" in location and not location.startswith("file://"):
+            scheme = location.partition("://")[0].lower() if "://" in location else "file"
+            if scheme in ("http", "https"):
                 return location
-            path = Path(location.removeprefix("file://")).resolve()
-            if path.is_relative_to(self.blobs.resolve()):
-                return INTERNAL + self._given(user_id, path.name).id
-            if not path.is_relative_to(folder):
+            if scheme == "file":
+                path = os.path.realpath(location.removeprefix("file://"))
+                if inside(path, [blobs]):
+                    return INTERNAL + self._given(user_id, os.path.basename(path)).id
+                ok = inside(path, local_roots)
+                if ok and not os.path.isfile(path):
+                    raise ValueError(f"the task returned a reference to {location}, which is "
+                                     "not a file (it does not exist, or is a folder)")
+            else:
+                path = posixpath.normpath(urlsplit(location).path)
+                ok = inside(path, remote_roots)
+            if not ok:
                 raise ValueError(
                     f"the task returned a reference to {location}, outside its working folder; "
                     "a task on the service may only return files it wrote or was given")
-            if not path.is_file():
-                raise ValueError(f"the task returned a reference to {location}, which is not "
-                                 "a file (it does not exist, or is a folder)")
-            check_name(path.name)
-            return INTERNAL + self.ingest(user_id, path).id
+            name = check_name(posixpath.basename(path))
+            return INTERNAL + self.ingest(user_id, path if scheme == "file" else location,
+                                          name).id
 
         return map_filerefs(value, convert)
 

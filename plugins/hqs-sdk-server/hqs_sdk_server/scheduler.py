@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,14 +48,14 @@ class Scheduler:
     standby_interval = 1.0
 
     def __init__(self, engine: sa.Engine, backend_config: BackendConfiguration,
-                 max_running: int, files: FileStore, executions_dir: Path,
-                 leadership: Leadership) -> None:
+                 max_running: int, files: FileStore,
+                 execution_folders: Callable[[str], list[str]], leadership: Leadership) -> None:
         from hqs_sdk.plugins import registry
 
         self.engine = engine
         self.leadership = leadership
         self.files = files
-        self.executions_dir = executions_dir
+        self.execution_folders = execution_folders
         self.max_running = max_running
         spec = registry().backend_spec_for(backend_config)
         self.backend: Backend = spec.backend_class(backend_config)
@@ -196,7 +196,7 @@ class Scheduler:
         if response.get("output") is not None:
             try:  # the files the task returned are kept, and named by id
                 response["output"] = self.files.outputs_to_internal(
-                    row.user_id, response["output"], self.executions_dir / row.run_id)
+                    row.user_id, response["output"], self.execution_folders(row.run_id))
             except (ValueError, OSError) as exc:
                 response = {**_error_response(row.id, "failed", "bad_output", str(exc)),
                             "log_tail": response.get("log_tail", ""),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +10,11 @@ import attrs
 
 from hqs_sdk.backend import BackendConfiguration
 
-__all__ = ["Settings", "default_data_dir"]
+__all__ = ["Settings", "SettingsError", "default_data_dir"]
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message says which and what to do."""
 
 
 def default_data_dir() -> Path:
@@ -39,6 +44,10 @@ class Settings:
     url_lifetime_s: int = 7 * 24 * 3600
     #: Largest file one upload may carry, in bytes.
     max_file_bytes: int = 64 * 1024**3
+    #: A JSON file naming the backend executions run on and its configuration, e.g.
+    #: ``{"backend": "slurm", "login_host": "...", "slurm_tmp_io": "..."}``; default: the
+    #: local backend with its folder in ``data_dir``.
+    backend_file: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 
     @property
     def database_url(self) -> str:
@@ -50,9 +59,42 @@ class Settings:
         return self.data_dir / "work"
 
     def backend_config(self) -> BackendConfiguration:
-        """The backend executions run on: the local one, with its folder in ``data_dir``."""
-        from hqs_sdk.config import BackendConfigurationLocal
+        """The backend executions run on (see :attr:`backend_file`)."""
+        from hqs_sdk.plugins import registry
 
-        config: BackendConfiguration = BackendConfigurationLocal(
-            work_dir=str(self.work_dir))
+        if self.backend_file is None:
+            from hqs_sdk.config import BackendConfigurationLocal
+
+            config: BackendConfiguration = BackendConfigurationLocal(work_dir=str(self.work_dir))
+            return config
+        where = f"the backend file {self.backend_file}"
+        try:
+            data = json.loads(self.backend_file.read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read {where}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise SettingsError(f"{where} is not JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("backend"), str):
+            raise SettingsError(f'{where} must be a JSON object with "backend": "<name>" and '
+                                "that backend's configuration fields")
+        name = data.pop("backend")
+        backends = registry().backends
+        if name not in backends or name == "rest":
+            usable = ", ".join(sorted(b for b in backends if b != "rest"))
+            raise SettingsError(f"{where} names the backend {name!r}; the installed backends "
+                                f"the service can use are: {usable}")
+        try:
+            config = backends[name].configuration_class(**data)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{where}: {exc}") from None
         return config
+
+    def execution_folders(self, config: BackendConfiguration, run_id: str) -> list[str]:
+        """Where the execution ``run_id`` writes its files: what its output may refer to."""
+        if config.__class__.__name__ == "BackendConfigurationLocal":
+            base = getattr(config, "work_dir", None) or str(self.work_dir)
+            return [os.path.join(base, "executions", run_id)]
+        # The Slurm backend: slurm_tmp_io/<execution>/, as the cluster and as this machine see it
+        return [f"{base.rstrip('/')}/{run_id}"
+                for base in (getattr(config, "slurm_tmp_io", None),
+                             getattr(config, "slurm_tmp_io_local", None)) if base]

@@ -223,13 +223,18 @@ def test_a_task_cannot_hand_out_files_outside_its_folder(tmp_path: Path) -> None
     (folder / "files" / "result.txt").write_text("result")
     (tmp_path / "secret.txt").write_text("not for users")
 
+    folders = [str(folder)]
     output = store.outputs_to_internal(1, {"$fileref": str(folder / "files" / "result.txt")},
-                                       folder)
+                                       folders)
     assert output["$fileref"].startswith(INTERNAL)
     escape = folder / "files" / ".." / ".." / ".." / ".." / "secret.txt"
-    for location in (str(tmp_path / "secret.txt"), str(escape), "/etc/passwd"):
+    # A backend's own URLs (the Slurm backend's sftp://) are held to the same folders.
+    for location in (str(tmp_path / "secret.txt"), str(escape), "/etc/passwd",
+                     "sftp://login/etc/passwd", f"sftp://login{escape}"):
         with pytest.raises(ValueError, match="outside its working folder"):
-            store.outputs_to_internal(1, {"$fileref": location}, folder)
+            store.outputs_to_internal(1, {"$fileref": location}, folders)
     (folder / "files" / "link").symlink_to(tmp_path / "secret.txt")
     with pytest.raises(ValueError, match="outside its working folder"):
-        store.outputs_to_internal(1, {"$fileref": str(folder / "files" / "link")}, folder)
+        store.outputs_to_internal(1, {"$fileref": str(folder / "files" / "link")}, folders)
+    assert store.outputs_to_internal(1, {"$fileref": "https://example.org/x"}, folders) == {
+        "$fileref": "https://example.org/x"}
