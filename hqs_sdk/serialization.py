@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_origin
 
 import cattrs
+from cattrs.cols import list_structure_factory
 
 from hqs_sdk.errors import SerializationError
 from hqs_sdk.fileref import FileRef
@@ -28,6 +29,28 @@ __all__ = [
 ]
 
 
+def _text(value: Any, kind: type) -> Any:
+    """A str field takes only text (cattrs would make ``str({})`` of an object); str enums
+    (which come here too, as subclasses of str) are made as cattrs makes them."""
+    if kind is not str:
+        return kind(value)
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _arrays_only(kind: Any, conv: cattrs.Converter) -> Any:
+    """cattrs makes a list of any iterable (the keys of an object, the letters of a string)."""
+    inner = list_structure_factory(kind, conv)
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected a list, got {type(value).__name__} {value!r:.40}")
+        return inner(value, kind)
+
+    return structure
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter()
     conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
@@ -40,6 +63,10 @@ def _make_converter() -> cattrs.Converter:
     )
     conv.register_unstructure_hook(FileRef, FileRef.to_json)
     conv.register_structure_hook(FileRef, lambda v, _: FileRef.from_json(v))
+    # cattrs would make str({}) of an object given for a str; JSON has the types, so keep them.
+    conv.register_structure_hook(str, _text)
+    conv.register_structure_hook_factory(lambda t: t is list or get_origin(t) is list,
+                                         _arrays_only)
     # Untyped positions (Any) hold plain JSON already; pass them through as they are.
     conv.register_structure_hook(Any, lambda v, _: v)
     return conv
