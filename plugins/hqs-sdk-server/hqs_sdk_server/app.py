@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from hqs_sdk.models import ExecutionState
 from hqs_sdk.serialization import converter
@@ -86,11 +86,43 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: Deepest nesting of lists and objects a body may have (task inputs included).
+_MAX_DEPTH = 100
+
+
+def _check_plain(data: Any) -> None:
+    """Refuse what JSON parses but the service cannot keep: very deep nesting (the recursive
+    code after this would overflow the stack) and lone surrogates (not text, so no database
+    stores them). Iterative, so the check itself cannot overflow."""
+    pending = [(data, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(400, "malformed_json", "the request body holds a lone surrogate "
+                               f"escape in {value[:40]!r}; send UTF-8 text") from None
+        elif isinstance(value, dict | list):
+            if depth >= _MAX_DEPTH:
+                raise ApiError(422, "invalid_body", f"the request body nests lists or objects "
+                                                    f"deeper than {_MAX_DEPTH} levels")
+            items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+            for key, item in items:
+                if key is not None:
+                    pending.append((key, depth))
+                pending.append((item, depth + 1))
+
+
 def _structure(raw: bytes, kind: type) -> Any:
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the request body nests lists or objects too "
+                                              f"deeply (at most {_MAX_DEPTH} levels)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the request body is not JSON: {exc}") from None
+    _check_plain(data)
     try:
         return converter.structure(data, kind)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -125,7 +157,7 @@ def submit(ctx: Context) -> Any:
                        f"submit 1 to {wire.MAX_BATCH} requests at once, not {len(body.requests)}")
     checked = []
     for request in body.requests:
-        if not _EXECUTION_ID.match(request.execution_id):
+        if not _EXECUTION_ID.fullmatch(request.execution_id):
             raise ApiError(422, "invalid_body",
                            f"execution_id {request.execution_id!r} must be 1 to 200 letters, "
                            "digits or ._:-")
@@ -256,15 +288,18 @@ def create_app(settings: Settings) -> Starlette:
     def endpoint(spec: wire.Route, handler: Handler) -> Callable[[Request], Any]:
         async def run(request: Request) -> Response:
             try:
+                # The token first: a caller without one learns nothing of the body's rules,
+                # and the service reads no body for them.
+                user = None
+                if spec.authenticated:
+                    user = await run_in_threadpool(user_of, request.headers.get("authorization"))
                 body = None
                 if spec.body is not None:
                     body = _structure(await _read_body(request, settings.max_body_bytes),
                                       spec.body)
                 params = {**request.query_params, **request.path_params}
-                auth = request.headers.get("authorization")
 
                 def work() -> Any:
-                    user = user_of(auth) if spec.authenticated else None
                     return handler(Context(settings, store, files, catalog, scheduler.wake, user,
                                            body, params, base_url(request)))
 
@@ -345,9 +380,18 @@ def create_app(settings: Settings) -> Starlette:
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return _problem(ApiError(status, codes.get(status, "error"),
-                                 f"{request.method} {request.url.path}: "
-                                 f"{getattr(exc, 'detail', 'not found')}"))
+        response = _problem(ApiError(status, codes.get(status, "error"),
+                                     f"{request.method} {request.url.path}: "
+                                     f"{getattr(exc, 'detail', 'not found')}"))
+        if status == 405:
+            # RFC 9110 asks for Allow. Starlette's names the methods of the one route it found,
+            # but a path has a route per method: name those of every route of that path.
+            path = next(route.path for route in routes
+                        if route.matches(request.scope)[0] is not Match.NONE)
+            allowed = {method for route in routes if route.path == path
+                       for method in route.methods or ()}
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
 
     async def crashed(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)

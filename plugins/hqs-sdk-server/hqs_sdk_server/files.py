@@ -49,10 +49,12 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FILE_ID = re.compile(r"^[0-9a-f]{32}$")
 _URL_PATH = re.compile(r"^/v1/files/([0-9a-f]{32})$")
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+#: An expiry as the service writes it (str.isdigit() would also pass "²", which int() refuses).
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 
 
 def check_sha256(value: str) -> str:
-    if not _SHA256.match(value):
+    if not _SHA256.fullmatch(value):
         raise ApiError(422, "bad_sha256",
                        f"{value[:80]!r} is not a SHA-256 (64 lowercase hexadecimal digits)")
     return value
@@ -124,9 +126,9 @@ class FileStore:
 
     def for_download(self, file_id: str, expires: str, signature: str) -> tuple[Path, str]:
         """The blob and name a signed URL gives access to; 403 or 404 otherwise."""
-        if not expires.isdigit() or len(expires) > 12:
+        if not _EXPIRES.fullmatch(expires):
             raise ApiError(400, "bad_parameter", f"expires={expires[:20]!r} is not a time")
-        row = self._row(file_id) if _FILE_ID.match(file_id) else None
+        row = self._row(file_id) if _FILE_ID.fullmatch(file_id) else None
         if row is None:
             raise ApiError(404, "not_found", f"there is no file {file_id[:40]!r}")
         if not self._verify(row, int(expires), signature):
@@ -234,13 +236,13 @@ class FileStore:
                                "cannot read; upload the file first (the REST backend does this "
                                "for FileRef.from_path inputs) and pass its URL")
             parts = urlsplit(location)
-            match = _URL_PATH.match(parts.path)
+            match = _URL_PATH.fullmatch(parts.path)
             if parts.netloc not in hosts or match is None:
                 return location  # somebody else's URL: the worker downloads it
             query = parse_qs(parts.query)
             expires, signature = query.get("expires", [""])[0], query.get("sig", [""])[0]
             row = self._row(match.group(1))
-            if row is None or not expires.isdigit() or len(expires) > 12 \
+            if row is None or not _EXPIRES.fullmatch(expires) \
                     or not self._verify(row, int(expires), signature):
                 raise ApiError(422, "bad_file_url",
                                f"the input's file URL {location[:200]!r} is not one this "

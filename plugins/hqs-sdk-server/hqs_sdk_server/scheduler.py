@@ -181,9 +181,12 @@ class Scheduler:
             log.warning("starting %d executions (trying again): %s", len(rows), exc)
             return
         except HqsSdkError as exc:
-            log.warning("starting %d executions: %s", len(rows), exc)
-            for row in rows:
-                self._finish(row, _error_response(row.run_id, "failed", "backend_rejected",
+            if len(rows) > 1:  # one bad request must not fail the others: one at a time
+                for row in rows:
+                    self._start([row])
+                return
+            log.warning("starting %s: %s", rows[0].run_id, exc)
+            self._finish(rows[0], _error_response(rows[0].run_id, "failed", "backend_rejected",
                                                   f"the service's backend refused it: {exc}"))
             return
         with self.engine.begin() as db:

@@ -150,8 +150,9 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq":
+        position = int(value)
+        if kind != "seq" or not 0 <= position < 2**63:  # a database integer, as seq is
             raise ValueError(cursor)
-        return int(value)
+        return position
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not a cursor of this service: {cursor!r}") from exc

@@ -139,6 +139,17 @@ def _count(service: Service, token: str) -> int:
     return len(_call(service, "GET", "/v1/executions?limit=1000", token).json()["items"])
 
 
+def test_a_request_the_backend_refuses_fails_alone(service: Service, alice: str) -> None:
+    from hqs_sdk.models import Provisioning
+
+    impossible = make_request(tasks.add, Provisioning(memory_mb=10**30), a=1, b=1)
+    fine = make_request(tasks.add, a=2, b=2)
+    assert _submit(service, alice, impossible, fine).status_code == 200  # started together
+    assert _wait(service, alice, fine.execution_id)["output"] == 4
+    refused = _wait(service, alice, impossible.execution_id)
+    assert refused["state"] == "failed" and "refused" in refused["error"]["message"]
+
+
 def test_unknown_tasks_versions_and_bad_ids_are_refused_and_nothing_is_stored(
         service: Service) -> None:
     token = service.token(f"dave-{uuid.uuid4().hex[:6]}")
