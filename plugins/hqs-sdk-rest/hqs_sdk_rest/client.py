@@ -100,6 +100,14 @@ _sessions: dict[tuple[str, str], requests.Session] = {}
 _sessions_lock = threading.Lock()
 
 
+class _Adapter(requests.adapters.HTTPAdapter):
+    """Sends request bodies (uploads) in 1 MiB blocks instead of urllib3's 16 KiB."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("blocksize", 1024 * 1024)
+        super().init_poolmanager(*args, **kwargs)
+
+
 def _session(url: str, token: str) -> requests.Session:
     with _sessions_lock:
         session = _sessions.get((url, token))
@@ -107,7 +115,7 @@ def _session(url: str, token: str) -> requests.Session:
             session = requests.Session()
             session.headers["Authorization"] = f"Bearer {token}"
             session.headers["User-Agent"] = "hqs-sdk-rest"
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+            adapter = _Adapter(pool_connections=4, pool_maxsize=16)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             _sessions[(url, token)] = session

@@ -106,7 +106,7 @@ class Scheduler:
         with self.engine.connect() as db:
             rows = list(db.execute(sa.select(
                 executions.c.run_id, executions.c.id, executions.c.user_id, executions.c.state,
-                executions.c.handle, executions.c.cancel_requested, executions.c.request,
+                executions.c.handle, executions.c.cancel_requested,
                 executions.c.started_at).where(executions.c.state.in_(_ACTIVE))
                 .order_by(executions.c.seq)))
         changed = False
@@ -167,9 +167,14 @@ class Scheduler:
         return live
 
     def _start(self, rows: list[Any]) -> None:
+        # The requests are read only for what starts now (a long queue stays in the database).
+        with self.engine.connect() as db:
+            stored = {r.run_id: r.request for r in db.execute(
+                sa.select(executions.c.run_id, executions.c.request)
+                .where(executions.c.run_id.in_([r.run_id for r in rows])))}
         requests = []
         for row in rows:
-            data = json.loads(row.request)
+            data = json.loads(stored[row.run_id])
             data["execution_id"] = row.run_id  # unique across users in the backend
             # The service's own files are read where they are stored.
             data["input"] = self.files.internal_to(

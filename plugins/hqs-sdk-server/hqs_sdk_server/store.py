@@ -85,12 +85,14 @@ class Store:
         return [info_from_row(found[i]) for i in ids]
 
     @staticmethod
-    def _rows(db: Any, user_id: int, ids: Sequence[str]) -> dict[str, Any]:
+    def _rows(db: Any, user_id: int, ids: Sequence[str], response: bool = False
+              ) -> dict[str, Any]:
         result: dict[str, Any] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), 500):  # stay under the databases' parameter limits
             chunk = unique[start:start + 500]
-            for row in db.execute(sa.select(*_INFO_COLUMNS, executions.c.response)
+            columns = (*_INFO_COLUMNS, executions.c.response) if response else _INFO_COLUMNS
+            for row in db.execute(sa.select(*columns)
                                   .where(executions.c.user_id == user_id,
                                          executions.c.id.in_(chunk))):
                 result[row.id] = row
@@ -105,7 +107,7 @@ class Store:
     def get(self, user_id: int, execution_id: str) -> Any:
         """The row (with response) of one execution, or None."""
         with self.engine.connect() as db:
-            return self._rows(db, user_id, [execution_id]).get(execution_id)
+            return self._rows(db, user_id, [execution_id], response=True).get(execution_id)
 
     def request_cancel(self, user_id: int, execution_id: str) -> Any:
         """Mark for cancelling (the scheduler does it); None if there is no such execution."""

@@ -25,7 +25,7 @@ LIFETIME = 3  # seconds a signed URL works on the service of this module
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, database: Callable[[], str | None]
             ) -> Iterator[Service]:
-    extra = (f"--url-lifetime={LIFETIME}", "--max-file-size=1000000")
+    extra = (f"--url-lifetime={LIFETIME}", "--max-file-size=5000000")
     with running_service(tmp_path_factory.mktemp("service"), database_url=database(),
                          extra=extra) as running:
         yield running
@@ -94,6 +94,23 @@ def test_an_upload_is_stored_once_and_its_signed_url_downloads_it(service: Servi
     assert 'filename="input.dat"' in download.headers["content-disposition"]
 
 
+def test_a_file_of_many_pieces_arrives_intact(service: Service, alice: str,
+                                              tmp_path: Path) -> None:
+    import os
+
+    content = os.urandom(4_500_000)  # four of the service's 1 MiB write pieces, and a rest
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(content), 700_000):
+            yield content[start:start + 700_000]
+
+    sha256 = hashlib.sha256(content).hexdigest()
+    reply = requests.put(f"{service.url}/v1/uploads/{sha256}", params={"name": "pieces.bin"},
+                         data=chunks(), headers=_auth(alice), timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert requests.get(reply.json()["url"], timeout=30).content == content
+
+
 def test_content_that_does_not_match_its_hash_is_refused_and_not_kept(service: Service,
                                                                       alice: str) -> None:
     claimed = hashlib.sha256(b"what the client meant to send").hexdigest()
@@ -116,11 +133,11 @@ def test_file_names_with_folders_or_control_characters_are_refused(service: Serv
 
 
 def test_uploads_beyond_the_size_limit_are_refused(service: Service, alice: str) -> None:
-    reply = _upload(service, alice, b"0" * 1_000_001)
-    assert reply.status_code == 413 and "1000000 bytes" in reply.json()["message"]
+    reply = _upload(service, alice, b"0" * 5_000_001)
+    assert reply.status_code == 413 and "5000000 bytes" in reply.json()["message"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
-        for _ in range(20):
+        for _ in range(60):
             yield b"0" * 100_000
 
     reply = requests.put(f"{service.url}/v1/uploads/{'0' * 64}", params={"name": "big"},
