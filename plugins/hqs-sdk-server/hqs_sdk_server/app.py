@@ -295,18 +295,16 @@ def create_app(settings: Settings) -> Starlette:
     def endpoint(spec: wire.Route, handler: Handler) -> Callable[[Request], Any]:
         async def run(request: Request) -> Response:
             try:
-                # The token first: a caller without one learns nothing of the body's rules,
-                # and the service reads no body for them.
-                user = None
-                if spec.authenticated:
-                    user = await run_in_threadpool(user_of, request.headers.get("authorization"))
-                body = None
+                raw: bytes | None = None
                 if spec.body is not None:
-                    body = _structure(await _read_body(request, settings.max_body_bytes),
-                                      spec.body)
+                    raw = await _read_body(request, settings.max_body_bytes)
                 params = {**request.query_params, **request.path_params}
+                auth = request.headers.get("authorization")
 
-                def work() -> Any:
+                def work() -> Any:  # one trip to the thread pool per request
+                    # The token first: a caller without one learns nothing of the body's rules.
+                    user = user_of(auth) if spec.authenticated else None
+                    body = _structure(raw, spec.body) if raw is not None and spec.body else None
                     return handler(Context(settings, store, files, catalog, scheduler.wake, user,
                                            body, params, base_url(request)))
 

@@ -33,6 +33,18 @@ __all__ = ["Scheduler"]
 log = logging.getLogger("hqs_sdk_server.scheduler")
 
 _ACTIVE = (ExecutionState.QUEUED.value, ExecutionState.RUNNING.value)
+_COLUMNS = (executions.c.run_id, executions.c.id, executions.c.user_id, executions.c.state,
+            executions.c.handle, executions.c.cancel_requested, executions.c.started_at,
+            executions.c.progress, executions.c.message)
+_ACTIVE_ROWS = sa.select(*_COLUMNS).where(executions.c.state.in_(_ACTIVE))
+# Built once; a round reads what runs and only as much of the queue as it can start, so its
+# cost does not grow with the queue.
+_STARTED = _ACTIVE_ROWS.where(executions.c.handle.is_not(None)).order_by(executions.c.seq)
+_CANCELLED_WAITING = _ACTIVE_ROWS.where(executions.c.handle.is_(None),
+                                        executions.c.cancel_requested.is_(True))
+_NEXT_WAITING = (_ACTIVE_ROWS.where(executions.c.handle.is_(None),
+                                    executions.c.cancel_requested.is_(False))
+                 .order_by(executions.c.seq).limit(sa.bindparam("free")))
 
 
 def _error_response(execution_id: str, state: str, kind: str, message: str) -> dict[str, Any]:
@@ -104,19 +116,13 @@ class Scheduler:
     def round(self) -> tuple[bool, list[Any]]:
         """One pass: cancel, poll, finish, start. Returns (anything changed, live handles)."""
         with self.engine.connect() as db:
-            rows = list(db.execute(sa.select(
-                executions.c.run_id, executions.c.id, executions.c.user_id, executions.c.state,
-                executions.c.handle, executions.c.cancel_requested,
-                executions.c.started_at).where(executions.c.state.in_(_ACTIVE))
-                .order_by(executions.c.seq)))
+            started = list(db.execute(_STARTED))
+            cancelled = list(db.execute(_CANCELLED_WAITING))
         changed = False
-        started = [r for r in rows if r.handle is not None]
-        waiting = [r for r in rows if r.handle is None]
-        for row in waiting:
-            if row.cancel_requested:
-                self._finish(row, _error_response(row.run_id, "cancelled", "cancelled",
-                                                  "cancelled before it started"))
-                changed = True
+        for row in cancelled:
+            self._finish(row, _error_response(row.run_id, "cancelled", "cancelled",
+                                              "cancelled before it started"))
+            changed = True
         for row in started:
             if row.cancel_requested and row.run_id not in self._cancel_sent:
                 self._cancel_sent.add(row.run_id)
@@ -127,10 +133,12 @@ class Scheduler:
         live = self._poll(started)
         changed = changed or len(live) < len(started)
         free = self.max_running - len(live)
-        to_start = [r for r in waiting if not r.cancel_requested][:max(0, free)]
-        if to_start:
-            self._start(to_start)
-            changed = True
+        if free > 0:
+            with self.engine.connect() as db:
+                to_start = list(db.execute(_NEXT_WAITING, {"free": free}))
+            if to_start:
+                self._start(to_start)
+                changed = True
         return changed, [json.loads(r.handle) for r in live]
 
     def _poll(self, started: list[Any]) -> list[Any]:
@@ -161,6 +169,8 @@ class Scheduler:
                 values["progress"] = json.dumps(converter.unstructure(status.progress))
             if status.message:
                 values["message"] = status.message
+            if all(getattr(row, k) == v for k, v in values.items()):
+                continue  # nothing new: no write (a round runs after every submission)
             with self.engine.begin() as db:
                 db.execute(executions.update().where(executions.c.run_id == row.run_id)
                            .values(**values))
