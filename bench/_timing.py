@@ -42,14 +42,14 @@ def interleaved(samples: int, **variants: Callable[[], Any]) -> dict[str, float]
 
 
 def result(name: str, value: float, unit: str, floor: float | None, limit: float | None,
-           note: str = "") -> dict[str, Any]:
+           note: str = "", at_least: bool = False) -> dict[str, Any]:
     """One benchmark's record: the value, its floor, the ratio and the verdict.
 
     ``limit`` applies to the ratio when there is a floor, else to the value; ``None`` makes
-    the figure informational.
+    the figure informational. It is a maximum, or with ``at_least`` a minimum (for rates).
     """
     ratio = value / floor if floor else None
     measured = ratio if ratio is not None else value
-    passed = limit is None or measured <= limit
+    passed = limit is None or (measured >= limit if at_least else measured <= limit)
     return {"name": name, "value": value, "unit": unit, "floor": floor, "ratio": ratio,
-            "limit": limit, "passed": passed, "note": note}
+            "limit": limit, "at_least": at_least, "passed": passed, "note": note}

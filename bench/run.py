@@ -1,8 +1,9 @@
 """Run the benchmarks and compare each figure with its target.
 
-    python bench/run.py [hello|run_many|cache_hit|import|slurm ...] [--quick]
+    python bench/run.py [hello|run_many|cache_hit|import|rest|slurm ...] [--quick]
 
 `slurm` starts the real test cluster (scripts/test-cluster.sh; root and its packages needed).
+`rest` starts hqs-sdk-server (plugins hqs-sdk-server and hqs-sdk-rest needed).
 
 Prints a table, writes bench/results/latest.json, and exits 1 when a target is missed.
 Every figure except the cache hit is a ratio against a floor measured in the same run, since
@@ -23,12 +24,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_cache_hit
 import bench_hello
 import bench_import
+import bench_rest
 import bench_run_many
 import bench_slurm
 
 BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": bench_cache_hit,
-              "import": bench_import, "slurm": bench_slurm}
-DEFAULT = ["hello", "run_many", "cache_hit", "import"]  # slurm needs root and its packages
+              "import": bench_import, "rest": bench_rest, "slurm": bench_slurm}
+DEFAULT = ["hello", "run_many", "cache_hit", "import", "rest"]  # slurm needs root
 
 
 def cpu_model() -> str:
@@ -52,11 +54,13 @@ def main() -> int:
         records += BENCHMARKS[name].run(samples)
     print(f"\n{'benchmark':<46} {'value':>10} {'floor':>10} {'ratio':>7} {'limit':>7}  verdict")
     for r in records:
+        value = f"{r['value']:.1f}{r['unit']:>2}"
         floor = f"{r['floor']:.1f}" if r["floor"] else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "-"
+        limit = f"{'>=' if r.get('at_least') else ''}{r['limit']}" if r["limit"] else "-"
         verdict = "ok" if r["passed"] else "MISSED"
-        print(f"{r['name']:<46} {r['value']:>8.1f}{r['unit']:>2} {floor:>10} {ratio:>7} "
-              f"{r['limit'] or '-':>7}  {verdict}  {r['note']}")
+        print(f"{r['name']:<46} {value:>10} {floor:>10} {ratio:>7} {limit:>7}  {verdict}  "
+              f"{r['note']}")
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0], "cpus": os.cpu_count(), "cpu": cpu_model(),
             "interpreter": sys.executable}
