@@ -424,9 +424,13 @@ def _refreshed(entry: CacheEntry, configuration: Configuration, cache: Cache | N
     if response is None or entry.handle is None or not _has_urls(response.output):
         return entry
     try:
-        name, backend, _ = backend_for(configuration.resolved_backend(), configuration)
-        if name != entry.backend:
-            return entry
+        from hqs_sdk.plugins import registry
+
+        config = configuration.resolved_backend()
+        spec = registry().backend_spec_for(config)
+        if spec.name != entry.backend or spec.backend_class.refresh is Backend.refresh:
+            return entry  # nothing to ask (and no backend to start for it)
+        _, backend, _ = backend_for(config, configuration)
         fresh = backend.refresh(entry.handle, response)
     except HqsSdkError as exc:
         log.info("keeping the cached file URLs of %s: %s", entry.key, exc)
