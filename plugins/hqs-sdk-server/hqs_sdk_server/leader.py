@@ -38,10 +38,6 @@ class Leadership:
         self._fd: int | None = None
         self._connection: Any = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None or self._connection is not None
-
     def acquire(self) -> bool:
         """Hold the lock (True), or find that another process holds it (False)."""
         if self.engine.dialect.name == "postgresql":
