@@ -13,7 +13,6 @@ fresh ones for a cached result whose URLs expire within :attr:`RESTBackend.refre
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
@@ -21,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
-from hqs_sdk.errors import BackendError, BackendRejectedError
-from hqs_sdk.fileref import map_filerefs
+from hqs_sdk.errors import BackendError
+from hqs_sdk.fileref import FileRef, map_filerefs
 from hqs_sdk.models import ExecutionState, TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk_rest.client import Client
 from hqs_sdk_rest.config import BackendConfigurationREST
@@ -46,28 +45,10 @@ class RESTBackend(Backend):
         super().__init__(config)
         assert isinstance(config, BackendConfigurationREST)
         self.client = Client(config=config)
-        # (path, size, mtime) -> the URL of the uploaded file, for this process
-        self._uploaded: dict[tuple[str, int, int], str] = {}
-        self._uploaded_lock = threading.Lock()
 
     def _upload(self, location: str) -> str:
-        if "://" in location and not location.startswith("file://"):
-            return location
-        path = os.path.abspath(location.removeprefix("file://"))
-        try:
-            stat = os.stat(path)
-        except OSError as exc:
-            raise BackendRejectedError(
-                f"cannot upload the input file {path}: {exc.strerror}; check that it exists "
-                "and is readable") from None
-        key = (path, stat.st_size, stat.st_mtime_ns)
-        with self._uploaded_lock:
-            url = self._uploaded.get(key)
-        if url is None:
-            url = self.client.upload(path).url
-            with self._uploaded_lock:
-                self._uploaded[key] = url
-        return url
+        path = FileRef(location).path
+        return location if path is None else self.client.upload(os.path.abspath(path)).url
 
     def _with_uploads(self, request: TaskExecutionRequest) -> TaskExecutionRequest:
         uploaded = map_filerefs(request.input, self._upload)
@@ -107,7 +88,7 @@ class RESTBackend(Backend):
         return statuses
 
     def fetch(self, handle: Handle) -> TaskExecutionResponse:
-        return self.client.response(self._id(handle), retry_seconds=self.refresh_retry_s)
+        return self.client.response(self._id(handle))
 
     def cancel(self, handle: Handle) -> None:
         self.client.cancel(self._id(handle))
@@ -120,7 +101,8 @@ class RESTBackend(Backend):
             parts = urlsplit(location)
             if location.startswith(self.client.url) and parts.path.startswith("/v1/files/"):
                 expires = parse_qs(parts.query).get("expires", [""])[0]
-                expiries.append(int(expires) if expires.isdigit() else 0)
+                # isdecimal() alone would pass digits int() refuses ("²"): count them as expired
+                expiries.append(int(expires) if expires.isascii() and expires.isdecimal() else 0)
             return location
 
         map_filerefs(response.output, look)
