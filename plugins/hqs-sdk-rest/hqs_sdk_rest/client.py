@@ -134,6 +134,9 @@ class Client:
         self.config = config
         self.url, token = resolve(config)
         self.session = _session(self.url, token)
+        # (path, size, mtime) -> the file as uploaded by this client
+        self._uploaded: dict[tuple[str, int, int], wire.FileInfo] = {}
+        self._uploaded_lock = threading.Lock()
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -247,24 +250,34 @@ class Client:
 
     def upload(self, path: str) -> wire.FileInfo:
         """Upload a local file, streamed; content the user already stored under the same name
-        is not sent again. The returned URL can go into any task's input, even once expired."""
+        is not sent again, and a file this client uploaded is not even read again while its
+        size and modification time stay the same. The returned URL can go into any task's
+        input, even once expired."""
         name = os.path.basename(path)
         try:
+            stat = os.stat(path)
+            key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+            with self._uploaded_lock:
+                known = self._uploaded.get(key)
+            if known is not None:
+                return known
             sha256 = _sha256_of(path)
             where = {"sha256": sha256}
             try:
-                return converter.structure(
+                info = converter.structure(
                     self.call("file_find", params={"name": name}, path=where), wire.FileInfo)
             except NotFound:
-                pass
-            with open(path, "rb") as stream:
-                return converter.structure(
-                    self.call("upload", stream, params={"name": name}, path=where),
-                    wire.FileInfo)
+                with open(path, "rb") as stream:
+                    info = converter.structure(
+                        self.call("upload", stream, params={"name": name}, path=where),
+                        wire.FileInfo)
         except OSError as exc:
             raise BackendRejectedError(
                 f"cannot upload the input file {path}: {exc.strerror or exc}; check that it "
                 "exists and is readable") from None
+        with self._uploaded_lock:
+            self._uploaded[key] = info
+        return info
 
     def executions(self, *, task: str | None = None, state: str | None = None,
                    since: datetime | None = None, until: datetime | None = None,
