@@ -38,7 +38,7 @@ from hqs_sdk.errors import (
     TaskFailedError,
     TaskTimedOutError,
 )
-from hqs_sdk.fileref import map_filerefs
+from hqs_sdk.fileref import FileRef, map_filerefs
 from hqs_sdk.models import (
     CacheEntry,
     CacheMode,
@@ -406,7 +406,7 @@ def _has_urls(value: Any) -> bool:
 
     def look(location: str) -> str:
         nonlocal found
-        found = found or ("://" in location and not location.startswith("file://"))
+        found = found or FileRef(location).is_url
         return location
 
     map_filerefs(value, look)
