@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 from hqs_sdk_rest.wire import FileInfo
 
-from hqs_sdk.fileref import map_filerefs
+from hqs_sdk.fileref import FileRef, map_filerefs
 from hqs_sdk_server.db import files
 from hqs_sdk_server.problems import ApiError
 
@@ -204,22 +204,15 @@ class FileStore:
         ``location`` is a path, or a URL of a scheme an installed plugin opens (the Slurm
         backend's ``sftp://``).
         """
-        from hqs_sdk.fileref import FileRef
-
-        tmp = self.incoming / uuid.uuid4().hex
-        digest = hashlib.sha256()
+        receiver = Receiver(self, user_id, None, name)
         try:
-            with FileRef(location).open() as src, open(tmp, "wb") as dst:
+            with FileRef(location).open() as src:
                 while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
+                    receiver.write(chunk)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            receiver.abort()
             raise
-        sha256 = digest.hexdigest()
-        size = tmp.stat().st_size
-        self._keep(tmp, sha256)
-        return self._record(user_id, sha256, size, name)
+        return receiver.finish()
 
     # -- file references in requests and responses -----------------------------------------
 
@@ -230,7 +223,7 @@ class FileStore:
         hosts = set(own_hosts)
 
         def convert(location: str) -> str:
-            if "://" not in location or location.startswith("file://"):
+            if FileRef(location).path is not None:
                 raise ApiError(422, "local_file",
                                f"the input names the path {location[:200]!r}, which the service "
                                "cannot read; upload the file first (the REST backend does this "
@@ -295,11 +288,11 @@ class FileStore:
             return any(path.startswith(root + "/") for root in roots)
 
         def convert(location: str) -> str:
-            scheme = location.partition("://")[0].lower() if "://" in location else "file"
-            if scheme in ("http", "https"):
+            local = FileRef(location).path
+            if local is None and location.lower().startswith(("http://", "https://")):
                 return location
-            if scheme == "file":
-                path = os.path.realpath(location.removeprefix("file://"))
+            if local is not None:
+                path = os.path.realpath(local)
                 if inside(path, [blobs]):
                     return INTERNAL + self._given(user_id, os.path.basename(path)).id
                 ok = inside(path, local_roots)
@@ -314,16 +307,19 @@ class FileStore:
                     f"the task returned a reference to {location}, outside its working folder; "
                     "a task on the service may only return files it wrote or was given")
             name = check_name(posixpath.basename(path))
-            return INTERNAL + self.ingest(user_id, path if scheme == "file" else location,
-                                          name).id
+            return INTERNAL + self.ingest(user_id, location if local is None else path, name).id
 
         return map_filerefs(value, convert)
 
 
 class Receiver:
-    """Writes an upload to ``files/incoming`` while hashing it; see :meth:`FileStore.receive`."""
+    """Writes a file to ``files/incoming`` while hashing it, then keeps it as the user's file.
 
-    def __init__(self, store: FileStore, user_id: int, sha256: str, name: str) -> None:
+    For uploads (:meth:`FileStore.receive`, ``sha256`` is what the client says the content
+    hashes to) and for files tasks write (:meth:`FileStore.ingest`, ``sha256`` None).
+    """
+
+    def __init__(self, store: FileStore, user_id: int, sha256: str | None, name: str) -> None:
         self.store, self.user_id, self.sha256, self.name = store, user_id, sha256, name
         self.tmp = store.incoming / uuid.uuid4().hex
         self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish() or abort()
@@ -342,12 +338,13 @@ class Receiver:
     def finish(self) -> Any:
         """Check the hash, keep the content, and return the user's file row."""
         self.file.close()
-        if self.digest.hexdigest() != self.sha256:
+        sha256 = self.digest.hexdigest()
+        if self.sha256 is not None and sha256 != self.sha256:
             self.tmp.unlink(missing_ok=True)
             raise ApiError(422, "hash_mismatch",
                            f"the uploaded content ({self.size} bytes) has the SHA-256 "
-                           f"{self.digest.hexdigest()}, not {self.sha256}; the upload was "
-                           "altered or cut short: upload it again")
-        self.store._keep(self.tmp, self.sha256)
-        return self.store._record(self.user_id, self.sha256, self.size, self.name)
+                           f"{sha256}, not {self.sha256}; the upload was altered or cut "
+                           "short: upload it again")
+        self.store._keep(self.tmp, sha256)
+        return self.store._record(self.user_id, sha256, self.size, self.name)
 
