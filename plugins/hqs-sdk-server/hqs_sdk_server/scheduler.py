@@ -215,7 +215,7 @@ class Scheduler:
             try:  # the files the task returned are kept, and named by id
                 response["output"] = self.files.outputs_to_internal(
                     row.user_id, response["output"], self.execution_folders(row.run_id))
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, HqsSdkError) as exc:  # e.g. an sftp:// file gone
                 response = {**_error_response(row.id, "failed", "bad_output", str(exc)),
                             "log_tail": response.get("log_tail", ""),
                             "metrics": response.get("metrics") or {}}
