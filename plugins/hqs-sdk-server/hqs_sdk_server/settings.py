@@ -78,6 +78,8 @@ class Settings:
             raise SettingsError(f'{where} must be a JSON object with "backend": "<name>" and '
                                 "that backend's configuration fields")
         name = data.pop("backend")
+        if name == "local":  # its folder in the data folder, where execution_folders looks
+            data.setdefault("work_dir", str(self.work_dir))
         backends = registry().backends
         if name not in backends or name == "rest":
             usable = ", ".join(sorted(b for b in backends if b != "rest"))
@@ -91,10 +93,12 @@ class Settings:
 
     def execution_folders(self, config: BackendConfiguration, run_id: str) -> list[str]:
         """Where the execution ``run_id`` writes its files: what its output may refer to."""
-        if config.__class__.__name__ == "BackendConfigurationLocal":
-            base = getattr(config, "work_dir", None) or str(self.work_dir)
-            return [os.path.join(base, "executions", run_id)]
+        from hqs_sdk.plugins import registry
+
+        fields = attrs.asdict(config)
+        if registry().backend_spec_for(config).name == "local":
+            return [os.path.join(fields["work_dir"], "executions", run_id)]
         # The Slurm backend: slurm_tmp_io/<execution>/, as the cluster and as this machine see it
         return [f"{base.rstrip('/')}/{run_id}"
-                for base in (getattr(config, "slurm_tmp_io", None),
-                             getattr(config, "slurm_tmp_io_local", None)) if base]
+                for base in (fields.get("slurm_tmp_io"), fields.get("slurm_tmp_io_local"))
+                if base]

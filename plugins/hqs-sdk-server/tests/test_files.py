@@ -255,3 +255,19 @@ def test_a_task_cannot_hand_out_files_outside_its_folder(tmp_path: Path) -> None
         store.outputs_to_internal(1, {"$fileref": str(folder / "files" / "link")}, folders)
     assert store.outputs_to_internal(1, {"$fileref": "https://example.org/x"}, folders) == {
         "$fileref": "https://example.org/x"}
+
+
+def test_a_backend_file_naming_the_local_backend_keeps_its_folder_in_the_data_folder(
+        tmp_path: Path) -> None:
+    from hqs_sdk_server.settings import Settings, SettingsError
+
+    backend_file = tmp_path / "backend.json"
+    backend_file.write_text('{"backend": "local"}')
+    settings = Settings(data_dir=tmp_path / "data", backend_file=backend_file)
+    config = settings.backend_config()
+    # Outputs are accepted from this folder only, so it must be the one the backend uses.
+    assert settings.execution_folders(config, "run1") == [
+        str(tmp_path / "data" / "work" / "executions" / "run1")]
+    backend_file.write_text('{"backend": "nope"}')
+    with pytest.raises(SettingsError, match="installed backends the service can use"):
+        settings.backend_config()
