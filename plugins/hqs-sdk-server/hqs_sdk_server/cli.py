@@ -51,6 +51,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hqs_sdk_server.app import create_app
+    from hqs_sdk_server.malloc import keep_transfer_buffers
 
     extra: dict[str, object] = {"host": args.host, "port": args.port,
                                 "tasks_from": tuple(args.tasks_from),
@@ -63,11 +64,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, **extra)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    keep_transfer_buffers()
     app = create_app(settings)
     print(f"hqs-sdk-server: serving on http://{args.host}:{args.port} "
           f"(database {settings.database_url.split('@')[-1]})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=10)
+                http="httptools", timeout_graceful_shutdown=10)
     return 0
 
 
