@@ -8,7 +8,10 @@
   answering 1,000 ids;
 - a file uploaded (``Client.upload``) and downloaded (``FileRef(url).download``): throughput
   against a raw socket copy of the same file over 127.0.0.1 (file to socket to file, 1 MiB
-  buffers, two processes), and the peak RSS of the client and of the service.
+  buffers, two processes), the target's floor; and against the bare Starlette endpoints of
+  the floor server (the body streamed to a file, a ``FileResponse``), which is what the
+  framework alone costs; and the peak RSS of the client and of the service. Every timed copy
+  starts after ``os.sync()``, so none pays for the write-back of the one before.
 
 Executions are ``tasks.sleep`` behind ``--max-running 1``, so they queue; every one is
 cancelled before the service stops, so no worker outlives the benchmark.
@@ -39,8 +42,12 @@ FLOOR_APP = textwrap.dedent("""
     import json, sys
     import uvicorn
     from starlette.applications import Starlette
-    from starlette.responses import Response
+    from starlette.responses import FileResponse, Response
     from starlette.routing import Route
+    from hqs_sdk_server.malloc import keep_transfer_buffers
+
+    class BigFileResponse(FileResponse):
+        chunk_size = 1024 * 1024
 
     def reply(value):
         return Response(json.dumps(value, separators=(",", ":")), media_type="application/json")
@@ -58,10 +65,25 @@ FLOOR_APP = textwrap.dedent("""
              "finished_at": None, "progress": None, "message": ""} for i in data["ids"]],
             "missing": []})
 
+    async def upload(request):
+        size = 0
+        with open(request.query_params["path"], "wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+                size += len(chunk)
+        return reply({"size": size})
+
+    async def download(request):
+        return BigFileResponse(request.query_params["path"])
+
+    # The service's own settings (hqs-sdk-server serve).
+    keep_transfer_buffers()
     app = Starlette(routes=[Route("/submit", submit, methods=["POST"]),
-                            Route("/states", states, methods=["POST"])])
+                            Route("/states", states, methods=["POST"]),
+                            Route("/upload", upload, methods=["PUT"]),
+                            Route("/download", download, methods=["GET"])])
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                access_log=False, timeout_graceful_shutdown=10)
+                access_log=False, timeout_graceful_shutdown=10, http="httptools")
 """)
 
 POLL = textwrap.dedent("""
@@ -143,22 +165,45 @@ TRANSFER = textwrap.dedent("""
         status = open("/proc/self/status").read()
         return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
-    url, token, path, dest = sys.argv[1:5]
+    url, token, path, dest, floor_url, floor_dest = sys.argv[1:7]
     client = Client(url=url, token=token)
     client.whoami()
+    session = client.session  # the same session and adapter for the bare endpoints
+    os.sync()
+    started = time.perf_counter()
+    with open(path, "rb") as src:
+        reply = session.put(floor_url + "/upload", params={"path": floor_dest}, data=src,
+                            headers={"Content-Type": "application/octet-stream"})
+    floor_upload_s = time.perf_counter() - started
+    assert reply.json()["size"] == os.path.getsize(path)
+    os.sync()
+    started = time.perf_counter()
+    with session.get(floor_url + "/download", params={"path": floor_dest},
+                     stream=True) as reply, open(dest, "wb") as out:
+        for chunk in reply.iter_content(1024 * 1024):
+            out.write(chunk)
+    floor_download_s = time.perf_counter() - started
+    assert os.path.getsize(dest) == os.path.getsize(path)
+    os.unlink(dest)
+    os.unlink(floor_dest)
+    with open("/proc/self/clear_refs", "w") as f:  # starts VmHWM again from VmRSS
+        f.write("5")
+    os.sync()
     started = time.perf_counter()
     info = client.upload(path)
     upload_s = time.perf_counter() - started
     upload_mb = peak_mb()
-    with open("/proc/self/clear_refs", "w") as f:  # starts VmHWM again from VmRSS
+    with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+    os.sync()
     started = time.perf_counter()
     FileRef(info.url).download(dest)
     download_s = time.perf_counter() - started
     size = os.path.getsize(dest)
     assert size == info.size == os.path.getsize(path), (size, info.size)
     print(json.dumps({"upload_s": upload_s, "download_s": download_s, "upload_mb": upload_mb,
-                      "download_mb": peak_mb(), "size": size}))
+                      "download_mb": peak_mb(), "size": size, "floor_upload_s": floor_upload_s,
+                      "floor_download_s": floor_download_s}))
 """)
 
 RAW_COPY = textwrap.dedent("""
@@ -176,6 +221,7 @@ RAW_COPY = textwrap.dedent("""
         conn.sendall(b"k")
         conn.close()
     else:
+        os.sync()
         started = time.perf_counter()
         with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as conn, \\
                 open(sys.argv[3], "rb") as src:
@@ -348,7 +394,7 @@ def _vm(pid: int, field: str) -> float:
     return int(status.split(f"{field}:")[1].split()[0]) / 1024
 
 
-def _files(folder: Path, size: int, repeats: int) -> dict[str, Any]:
+def _files(folder: Path, floor_url: str, size: int, repeats: int) -> dict[str, Any]:
     folder.mkdir(parents=True)
     source = folder / "data.bin"
     _write_file(source, size)
@@ -367,18 +413,20 @@ def _files(folder: Path, size: int, repeats: int) -> dict[str, Any]:
                 try:
                     out = subprocess.run(
                         [sys.executable, "-c", TRANSFER, service.url, token, str(named),
-                         str(folder / "down.bin")],
+                         str(folder / "down.bin"), floor_url, str(folder / "floor.bin")],
                         check=True, capture_output=True, text=True, timeout=1200).stdout
                 finally:
                     named.unlink()
-                    (folder / "down.bin").unlink(missing_ok=True)
+                    for left in ("down.bin", "floor.bin"):
+                        (folder / left).unlink(missing_ok=True)
                 transfers.append(json.loads(out.strip().splitlines()[-1]))
             service_mb = _vm(pid, "VmHWM")
             raw.append(_raw_copy(source, folder / "raw.bin"))
     finally:
         source.unlink(missing_ok=True)
-    return {"raw_s": min(raw), "upload_s": min(t["upload_s"] for t in transfers),
-            "download_s": min(t["download_s"] for t in transfers),
+    best = {key: min(t[key] for t in transfers)
+            for key in ("upload_s", "download_s", "floor_upload_s", "floor_download_s")}
+    return {"raw_s": min(raw), **best,
             "client_mb": max(max(t["upload_mb"], t["download_mb"]) for t in transfers),
             "service_mb": service_mb, "service_start_mb": service_start_mb}
 
@@ -391,12 +439,12 @@ def run(samples: int) -> list[dict[str, Any]]:
     blocks, per_block = samples, 20
     pending, rounds = 1000, (10 if quick else 30)
     size = (256 if quick else 1024) * MiB
-    repeats = 1 if quick else 2
+    repeats = 1 if quick else 3
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp, _floor_server() as floor:
         folder = Path(tmp)
         submitted = _submissions(folder / "submit", floor, blocks, per_block)
         polled = _polling(folder / "poll", floor, pending, rounds)
-        moved = _files(folder / "files", size, repeats)
+        moved = _files(folder / "files", floor, size, repeats)
 
     service, bare = submitted["service"], submitted["floor"]
     mib = size / MiB
@@ -421,8 +469,14 @@ def run(samples: int) -> list[dict[str, Any]]:
         result(f"rest: upload {size_name} (Client.upload)", mib / moved["upload_s"], "MiB/s",
                raw_rate, 0.5, f"floor = raw socket copy file->file over 127.0.0.1, "
                f"{moved['raw_s']:.2f} s", at_least=True),
+        result(f"rest: upload {size_name}, against Starlette", mib / moved["upload_s"], "MiB/s",
+               mib / moved["floor_upload_s"], None, "floor = bare Starlette endpoint writing "
+               f"the body to a file, {moved['floor_upload_s']:.2f} s"),
         result(f"rest: download {size_name} (FileRef.download)", mib / moved["download_s"],
                "MiB/s", raw_rate, 0.5, at_least=True),
+        result(f"rest: download {size_name}, against Starlette", mib / moved["download_s"],
+               "MiB/s", mib / moved["floor_download_s"], None, "floor = bare Starlette "
+               f"FileResponse (1 MiB pieces), {moved['floor_download_s']:.2f} s"),
         result(f"rest: client peak RSS, {size_name} up and down", moved["client_mb"], "MB",
                None, 100.0, "VmHWM of the client process"),
         result(f"rest: service peak RSS, {size_name} up and down", moved["service_mb"], "MB",
