@@ -15,11 +15,12 @@ with its message.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
-import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,7 @@ from hqs_sdk.errors import (
 )
 from hqs_sdk.models import TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
-from hqs_sdk_rest import wire
+from hqs_sdk_rest import hashes, wire
 from hqs_sdk_rest.config import BackendConfigurationREST, resolve
 
 __all__ = ["Client", "NotFinished", "NotFound"]
@@ -86,14 +87,6 @@ def _wait(state: tenacity.RetryCallState) -> float:
     failure = state.outcome.exception() if state.outcome is not None else None
     asked = getattr(failure, "retry_after", None)
     return pause if asked is None else max(pause, asked)
-
-
-def _sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _sessions: dict[tuple[str, str], requests.Session] = {}
@@ -249,28 +242,36 @@ class Client:
                                    wire.ExecutionInfo)
 
     def upload(self, path: str) -> wire.FileInfo:
-        """Upload a local file, streamed; content the user already stored under the same name
-        is not sent again, and a file this client uploaded is not even read again while its
-        size and modification time stay the same. The returned URL can go into any task's
-        input, even once expired."""
+        """Upload a local file, streamed, and return it as the service stores it; the URL can
+        go into any task's input, even once expired.
+
+        The file is sent without being hashed first: the service hashes what it receives.
+        A file this client uploaded is not sent again while its size and modification time
+        stay the same, and neither is one any process of this user uploaded before
+        (:mod:`hqs_sdk_rest.hashes`) while the service still has it.
+        """
         name = os.path.basename(path)
+        memo = hashes.default_memo()
         try:
-            stat = os.stat(path)
-            key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+            before = os.stat(path)
+            key = (os.path.abspath(path), before.st_size, before.st_mtime_ns)
             with self._uploaded_lock:
                 known = self._uploaded.get(key)
             if known is not None:
                 return known
-            sha256 = _sha256_of(path)
-            where = {"sha256": sha256}
-            try:
-                info = converter.structure(
-                    self.call("file_find", params={"name": name}, path=where), wire.FileInfo)
-            except NotFound:
+            sha256 = memo.get(key[0], before)
+            info = None
+            if sha256 is not None:
+                with contextlib.suppress(NotFound):
+                    info = converter.structure(
+                        self.call("file_find", params={"name": name},
+                                  path={"sha256": sha256}), wire.FileInfo)
+            if info is None:
+                started_ns = time.time_ns()
                 with open(path, "rb") as stream:
                     info = converter.structure(
-                        self.call("upload", stream, params={"name": name}, path=where),
-                        wire.FileInfo)
+                        self.call("upload", stream, params={"name": name}), wire.FileInfo)
+                memo.put(key[0], before, os.stat(path), started_ns, info.sha256)
         except OSError as exc:
             raise BackendRejectedError(
                 f"cannot upload the input file {path}: {exc.strerror or exc}; check that it "

@@ -198,9 +198,13 @@ ROUTES: tuple[Route, ...] = (
     Route("file_find", "GET", "/v1/uploads/{sha256}",
           "The caller's file with this content and name, if it was uploaded before; 404 if not.",
           reply=FileInfo, params=(_SHA256, _NAME)),
-    Route("upload", "PUT", "/v1/uploads/{sha256}",
-          "Upload a file (streamed, any size up to the service's limit); its content must hash to "
-          "sha256. Uploading the same content and name again returns the same file.",
+    Route("upload", "POST", "/v1/uploads",
+          "Upload a file (streamed, any size up to the service's limit); the service computes "
+          "its SHA-256. Uploading the same content and name again returns the same file.",
+          body=bytes, reply=FileInfo, params=(_NAME,)),
+    Route("upload_known", "PUT", "/v1/uploads/{sha256}",
+          "Upload a file whose SHA-256 the client knows; content that does not hash to it is "
+          "refused (422) and not kept. Otherwise as POST /v1/uploads.",
           body=bytes, reply=FileInfo, params=(_SHA256, _NAME)),
     Route("download", "GET", "/v1/files/{id}",
           "Download a file with a signed URL (made by the service; needs no token).",

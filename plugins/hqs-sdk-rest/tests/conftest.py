@@ -10,6 +10,16 @@ import pytest
 from hqs_sdk_server.testing import Service, running_service
 
 
+@pytest.fixture(autouse=True)
+def upload_hashes(tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A memo of upload hashes per test (hqs_sdk_rest.hashes), not the user's own; also for
+    the scripts a test starts."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder / "hqs-sdk" / "file-hashes.sqlite"
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     with running_service(tmp_path_factory.mktemp("service")) as running:

@@ -3,6 +3,11 @@ outputs come back as signed URLs, and a cached result gets fresh URLs when calle
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +51,85 @@ def test_a_local_file_is_uploaded_once_and_read_by_the_task(config: Any, short_l
     assert tasks.read_text(FileRef.from_path(local)) == "from the client's disk"
     assert _blobs(short_lived) == before + 1
 
-    copy = tmp_path / "other" / "input.txt"  # same name and content elsewhere: not sent again
+    copy = tmp_path / "other" / "input.txt"  # same name and content elsewhere: the same file
     copy.parent.mkdir()
     copy.write_text("from the client's disk")
     client = Client(config=config.backend)
     assert client.upload(str(copy)).id == client.upload(str(local)).id
     assert _blobs(short_lived) == before + 1
+
+
+UPLOAD = """
+import json, sys
+from urllib.parse import urlsplit
+from hqs_sdk_rest import Client
+
+client = Client(url=sys.argv[1], token=sys.argv[2])
+seen = []
+client.session.hooks["response"].append(
+    lambda reply, *a, **k: seen.append(f"{reply.request.method} "
+                                       f"{urlsplit(reply.request.url).path}"))
+info = client.upload(sys.argv[3])
+print(json.dumps({"id": info.id, "sha256": info.sha256, "requests": seen}))
+"""
+
+
+def _upload_in_new_process(service: Service, token: str, path: Path) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", UPLOAD, service.url, token, str(path)],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _settled(path: Path, content: bytes, age_s: float = 60.0) -> None:
+    """Write ``content`` to ``path`` as if it was written a while ago."""
+    path.write_bytes(content)
+    past = time.time() - age_s
+    os.utime(path, (past, past))
+
+
+def test_a_file_a_later_process_uploads_unchanged_is_not_sent_again(
+        short_lived: Service, tmp_path: Path, upload_hashes: Path) -> None:
+    token = short_lived.token("dave")
+    local = tmp_path / "settled.bin"
+    _settled(local, os.urandom(300_000))
+    first = _upload_in_new_process(short_lived, token, local)
+    assert first["requests"] == ["POST /v1/uploads"]  # sent without being hashed first
+    assert first["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
+    assert upload_hashes.is_file()
+
+    again = _upload_in_new_process(short_lived, token, local)
+    assert again["requests"] == [f"GET /v1/uploads/{first['sha256']}"]
+    assert again["id"] == first["id"]
+
+    _settled(local, os.urandom(300_000), age_s=30)  # same size, new content and time
+    changed = _upload_in_new_process(short_lived, token, local)
+    assert changed["requests"] == ["POST /v1/uploads"]
+    assert changed["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest() != first["sha256"]
+
+
+def test_a_file_written_just_before_its_upload_is_sent_again_by_a_later_process(
+        short_lived: Service, tmp_path: Path) -> None:
+    # Its timestamp could hide a rewrite within the same tick, so its hash is not remembered.
+    token = short_lived.token("dave")
+    local = tmp_path / "fresh.bin"
+    local.write_bytes(b"just written")
+    assert _upload_in_new_process(short_lived, token, local)["requests"] == ["POST /v1/uploads"]
+    assert _upload_in_new_process(short_lived, token, local)["requests"] == ["POST /v1/uploads"]
+
+
+def test_uploads_go_on_when_the_memo_cannot_be_kept(short_lived: Service, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    local = tmp_path / "data.bin"
+    _settled(local, b"uploaded all the same")
+    token = short_lived.token("dave")
+    for _ in range(2):
+        info = _upload_in_new_process(short_lived, token, local)
+        assert info["requests"] == ["POST /v1/uploads"]
+    assert FileRef(Client(url=short_lived.url, token=token).upload(str(local)).url
+                   ).read_bytes() == b"uploaded all the same"
 
 
 def test_a_missing_input_file_is_refused_and_not_cached(config: Any, tmp_path: Path) -> None:

@@ -324,13 +324,14 @@ def create_app(settings: Settings) -> Starlette:
                                                "service's limit (hqs-sdk-server --max-file-size)")
         try:
             user = await run_in_threadpool(user_of, request.headers.get("authorization"))
-            sha256 = check_sha256(request.path_params["sha256"])
+            claimed = request.path_params.get("sha256")  # PUT /v1/uploads/{sha256}
+            sha256 = None if claimed is None else check_sha256(claimed)
             name = check_name(request.query_params.get("name"))
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise too_large
             receiver = await run_in_threadpool(files.receive, user.id, sha256, name)
-            # One piece is hashed and written (in a thread) while the next one arrives.
+            # One piece is hashed and written (off the event loop) while the next one arrives.
             writing: asyncio.Future[None] | None = None
             try:
                 pending: list[bytes] = []
@@ -345,12 +346,12 @@ def create_app(settings: Settings) -> Starlette:
                         if writing is not None:
                             await writing
                         writing = asyncio.ensure_future(
-                            run_in_threadpool(receiver.write, b"".join(pending)))
+                            run_in_threadpool(receiver.write, pending))
                         pending, pending_size = [], 0
                 if writing is not None:
                     await writing
                     writing = None
-                await run_in_threadpool(receiver.write, b"".join(pending))
+                await run_in_threadpool(receiver.write, pending)
                 row = await run_in_threadpool(receiver.finish)
             except BaseException:
                 if writing is not None:  # let the thread finish with the file before removing it
@@ -370,7 +371,7 @@ def create_app(settings: Settings) -> Starlette:
             return _problem(error)
         return _FileResponse(path, filename=name, media_type="application/octet-stream")
 
-    streamed = {"upload": upload, "download": download}
+    streamed = {"upload": upload, "upload_known": upload, "download": download}
     routes = [Route(r.path, streamed[r.name] if r.streamed else endpoint(r, HANDLERS[r.name]),
                     methods=[r.method], name=r.name)
               for r in wire.ROUTES]

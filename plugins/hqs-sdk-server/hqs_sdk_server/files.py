@@ -28,6 +28,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ _URL_PATH = re.compile(r"^/v1/files/([0-9a-f]{32})$")
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 #: An expiry as the service writes it (str.isdigit() would also pass "²", which int() refuses).
 _EXPIRES = re.compile(r"[0-9]{1,12}")
+#: Hashes the pieces of received files while they are written (see Receiver.write).
+_hashers = ThreadPoolExecutor(4, thread_name_prefix="hqs-sdk-server-hash")
 
 
 def check_sha256(value: str) -> str:
@@ -194,8 +197,9 @@ class FileStore:
         os.chmod(tmp, 0o444)
         os.replace(tmp, target)
 
-    def receive(self, user_id: int, sha256: str, name: str) -> Receiver:
-        """A sink for an upload's chunks; call ``finish()`` to check and keep it."""
+    def receive(self, user_id: int, sha256: str | None, name: str) -> Receiver:
+        """A sink for an upload's pieces; call ``finish()`` to check and keep it. ``sha256`` is
+        what the client says the content hashes to, if it says so."""
         return Receiver(self, user_id, sha256, name)
 
     def ingest(self, user_id: int, location: str, name: str) -> Any:
@@ -208,7 +212,7 @@ class FileStore:
         try:
             with FileRef(location).open() as src:
                 while chunk := src.read(_CHUNK):
-                    receiver.write(chunk)
+                    receiver.write([chunk])
         except BaseException:
             receiver.abort()
             raise
@@ -312,11 +316,16 @@ class FileStore:
         return map_filerefs(value, convert)
 
 
+def _hash_all(digest: Any, pieces: Sequence[bytes]) -> None:
+    for piece in pieces:
+        digest.update(piece)
+
+
 class Receiver:
     """Writes a file to ``files/incoming`` while hashing it, then keeps it as the user's file.
 
     For uploads (:meth:`FileStore.receive`, ``sha256`` is what the client says the content
-    hashes to) and for files tasks write (:meth:`FileStore.ingest`, ``sha256`` None).
+    hashes to, or None) and for files tasks write (:meth:`FileStore.ingest`, ``sha256`` None).
     """
 
     def __init__(self, store: FileStore, user_id: int, sha256: str | None, name: str) -> None:
@@ -326,10 +335,16 @@ class Receiver:
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, chunk: bytes) -> None:
-        self.digest.update(chunk)
-        self.file.write(chunk)
-        self.size += len(chunk)
+    def write(self, pieces: Sequence[bytes]) -> None:
+        """Hash and write the next pieces of the file, at the same time: hashing takes about
+        as long as writing, and both let go of the GIL."""
+        hashing = _hashers.submit(_hash_all, self.digest, pieces)
+        try:
+            for piece in pieces:
+                self.file.write(piece)
+        finally:
+            hashing.result()
+        self.size += sum(len(piece) for piece in pieces)
 
     def abort(self) -> None:
         self.file.close()

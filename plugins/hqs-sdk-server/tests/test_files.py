@@ -111,6 +111,20 @@ def test_a_file_of_many_pieces_arrives_intact(service: Service, alice: str,
     assert requests.get(reply.json()["url"], timeout=30).content == content
 
 
+def test_the_service_hashes_what_a_client_sends_without_a_hash(service: Service,
+                                                                alice: str) -> None:
+    content = b"sent as it is"
+    reply = requests.post(f"{service.url}/v1/uploads", params={"name": "plain.txt"},
+                          data=content, headers=_auth(alice), timeout=30)
+    assert reply.status_code == 200, reply.text
+    info = reply.json()
+    assert info["sha256"] == hashlib.sha256(content).hexdigest()
+    assert info["size"] == len(content)
+    assert _find(service, alice, content, "plain.txt").json()["id"] == info["id"]
+    assert _upload(service, alice, content, "plain.txt").json()["id"] == info["id"]
+    assert requests.get(info["url"], timeout=30).content == content
+
+
 def test_content_that_does_not_match_its_hash_is_refused_and_not_kept(service: Service,
                                                                       alice: str) -> None:
     claimed = hashlib.sha256(b"what the client meant to send").hexdigest()

@@ -154,6 +154,7 @@ def _send(service: Service, method: str, path: str, token: str | None = None,
 @pytest.mark.parametrize(("path", "allowed"), [
     ("/v1/executions", {"GET", "POST"}),
     ("/v1/uploads/" + "0" * 64, {"GET", "PUT"}),
+    ("/v1/uploads", {"POST"}),
     ("/v1/whoami", {"GET"}),
 ])
 def test_a_405_names_the_allowed_methods(service: Service, token: str, path: str,

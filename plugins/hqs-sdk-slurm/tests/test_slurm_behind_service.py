@@ -32,8 +32,12 @@ def slurm_service(slurm_config: Any, tmp_path: Path) -> Iterator[Service]:
 def test_the_service_runs_tasks_and_passes_files_on_slurm(hqs_config: Any,
                                                           slurm_service: Service,
                                                           slurm_config: Any,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
     from hqs_sdk_rest import BackendConfigurationREST
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the client's upload memo
 
     hqs_config.backend = BackendConfigurationREST(url=slurm_service.url,
                                                   token=slurm_service.token("sam"))
