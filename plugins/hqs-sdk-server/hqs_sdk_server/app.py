@@ -71,7 +71,7 @@ class Context:
     store: Store
     files: FileStore
     catalog: Catalog
-    wake: Callable[[], None]
+    wake: Callable[..., None]  # Scheduler.wake
     user: User | None
     body: Any
     params: dict[str, str]
@@ -178,7 +178,7 @@ def submit(ctx: Context) -> Any:
         request_input = ctx.files.inputs_to_internal(_user(ctx).id, request.input, own_hosts)
         checked.append(attrs.evolve(request, task_ref=ref, input=request_input))
     infos = ctx.store.submit(_user(ctx).id, checked)
-    ctx.wake()
+    ctx.wake(poll=False)
     return wire.SubmitReply(infos)
 
 

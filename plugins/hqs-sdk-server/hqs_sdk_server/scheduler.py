@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,7 @@ class Scheduler:
         self.interval_min = max(0.02, spec.backend_class.poll_interval_min)
         self.interval_max = min(1.0, spec.backend_class.poll_interval_max)
         self._wake = threading.Event()
+        self._poll_wanted = False
         self._stop = threading.Event()
         self._cancel_sent: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="hqs-sdk-scheduler",
@@ -82,8 +84,12 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self) -> None:
-        """Look at the queue now (after a submission or a cancel)."""
+    def wake(self, poll: bool = True) -> None:
+        """Run a round now: after a cancel; after a submission with ``poll=False``, which only
+        starts what the free slots allow (the running executions are polled on their own
+        schedule, so a stream of submissions does not poll them once per request)."""
+        if poll:
+            self._poll_wanted = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -97,40 +103,52 @@ class Scheduler:
 
     def _loop(self) -> None:
         interval = self.interval_min
+        poll, polled = True, time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
             try:
                 if not self.leadership.acquire():  # another process runs the executions
                     self._stop.wait(self.standby_interval)
                     continue
-                busy, handles = self.round()
+                busy, handles = self.round(poll)
             except Exception:  # the loop must survive anything; the next round tries again
                 log.exception("scheduler round failed")
                 busy, handles = False, []
-            interval = self.interval_min if busy else min(interval * 1.5, self.interval_max)
+            if busy:  # something started or ended: look again soon
+                interval = self.interval_min
+            elif poll:
+                interval = min(interval * 1.5, self.interval_max)
+            if poll:
+                polled = time.monotonic()
             if handles:
                 self.backend.wait(handles, interval, self._wake)
             else:
                 self._wake.wait(interval)
+            # Only a submission's wake, before the interval since the last poll is up, skips
+            # the poll (an execution that ended meanwhile still ends the next wait at once).
+            poll = self._poll_wanted or not self._wake.is_set() \
+                or time.monotonic() - polled >= interval
+            self._poll_wanted = False
 
-    def round(self) -> tuple[bool, list[Any]]:
-        """One pass: cancel, poll, finish, start. Returns (anything changed, live handles)."""
+    def round(self, poll: bool = True) -> tuple[bool, list[Any]]:
+        """One pass: cancel, poll, finish, start; without ``poll`` only start. Returns
+        (anything changed, live handles)."""
         with self.engine.connect() as db:
             started = list(db.execute(_STARTED))
-            cancelled = list(db.execute(_CANCELLED_WAITING))
+            cancelled = list(db.execute(_CANCELLED_WAITING)) if poll else []
         changed = False
         for row in cancelled:
             self._finish(row, _error_response(row.run_id, "cancelled", "cancelled",
                                               "cancelled before it started"))
             changed = True
-        for row in started:
+        for row in started if poll else ():
             if row.cancel_requested and row.run_id not in self._cancel_sent:
                 self._cancel_sent.add(row.run_id)
                 try:
                     self.backend.cancel(json.loads(row.handle))
                 except HqsSdkError as exc:
                     log.warning("cancelling %s: %s", row.run_id, exc)
-        live = self._poll(started)
+        live = self._poll(started) if poll else started
         changed = changed or len(live) < len(started)
         free = self.max_running - len(live)
         if free > 0:

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -88,8 +89,11 @@ class Store:
                     "created_at": created, "message": ""}
             if new:
                 db.execute(executions.insert(), list(new.values()))
-                found = self._rows(db, user_id, ids)
-        return [info_from_row(found[i]) for i in ids]
+        infos = {i: info_from_row(row) for i, row in found.items()}
+        for i, values in new.items():  # as a read-back would give them, without the query
+            infos[i] = info_from_row(SimpleNamespace(
+                **values, started_at=None, finished_at=None, progress=None))
+        return [infos[i] for i in ids]
 
     @staticmethod
     def _rows(db: Any, user_id: int, ids: Sequence[str], response: bool = False
