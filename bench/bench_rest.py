@@ -439,7 +439,7 @@ def run(samples: int) -> list[dict[str, Any]]:
     blocks, per_block = samples, 20
     pending, rounds = 1000, (10 if quick else 30)
     size = (256 if quick else 1024) * MiB
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp, _floor_server() as floor:
         folder = Path(tmp)
         submitted = _submissions(folder / "submit", floor, blocks, per_block)
