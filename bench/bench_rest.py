@@ -11,7 +11,8 @@
   buffers, two processes), the target's floor; and against the bare Starlette endpoints of
   the floor server (the body streamed to a file, a ``FileResponse``), which is what the
   framework alone costs; and the peak RSS of the client and of the service. Every timed copy
-  starts after ``os.sync()``, so none pays for the write-back of the one before.
+  starts after ``os.sync()``, so none pays for the write-back of the one before, and the
+  service and the bare endpoints take turns going first.
 
 Executions are ``tasks.sleep`` behind ``--max-running 1``, so they queue; every one is
 cancelled before the service stops, so no worker outlives the benchmark.
@@ -157,7 +158,7 @@ POLL = textwrap.dedent("""
 """)
 
 TRANSFER = textwrap.dedent("""
-    import hashlib, json, os, sys, time
+    import json, os, sys, time
     from hqs_sdk import FileRef
     from hqs_sdk_rest import Client
 
@@ -165,45 +166,56 @@ TRANSFER = textwrap.dedent("""
         status = open("/proc/self/status").read()
         return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
-    url, token, path, dest, floor_url, floor_dest = sys.argv[1:7]
+    def clear_peak():  # starts VmHWM again from VmRSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+    def timed(action):
+        os.sync()  # no copy pays for the write-back of the one before
+        started = time.perf_counter()
+        action()
+        return time.perf_counter() - started
+
+    url, token, path, dest, floor_url, floor_dest, order = sys.argv[1:8]
+    size = os.path.getsize(path)
     client = Client(url=url, token=token)
     client.whoami()
     session = client.session  # the same session and adapter for the bare endpoints
-    os.sync()
-    started = time.perf_counter()
-    with open(path, "rb") as src:
-        reply = session.put(floor_url + "/upload", params={"path": floor_dest}, data=src,
-                            headers={"Content-Type": "application/octet-stream"})
-    floor_upload_s = time.perf_counter() - started
-    assert reply.json()["size"] == os.path.getsize(path)
-    os.sync()
-    started = time.perf_counter()
-    with session.get(floor_url + "/download", params={"path": floor_dest},
-                     stream=True) as reply, open(dest, "wb") as out:
-        for chunk in reply.iter_content(1024 * 1024):
-            out.write(chunk)
-    floor_download_s = time.perf_counter() - started
-    assert os.path.getsize(dest) == os.path.getsize(path)
-    os.unlink(dest)
-    os.unlink(floor_dest)
-    with open("/proc/self/clear_refs", "w") as f:  # starts VmHWM again from VmRSS
-        f.write("5")
-    os.sync()
-    started = time.perf_counter()
-    info = client.upload(path)
-    upload_s = time.perf_counter() - started
-    upload_mb = peak_mb()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    os.sync()
-    started = time.perf_counter()
-    FileRef(info.url).download(dest)
-    download_s = time.perf_counter() - started
-    size = os.path.getsize(dest)
-    assert size == info.size == os.path.getsize(path), (size, info.size)
-    print(json.dumps({"upload_s": upload_s, "download_s": download_s, "upload_mb": upload_mb,
-                      "download_mb": peak_mb(), "size": size, "floor_upload_s": floor_upload_s,
-                      "floor_download_s": floor_download_s}))
+    out = {}
+
+    def floor():
+        def upload():
+            with open(path, "rb") as src:
+                reply = session.put(floor_url + "/upload", params={"path": floor_dest},
+                                    data=src, headers={"Content-Type": "application/octet-stream"})
+            assert reply.json()["size"] == size
+
+        def download():
+            with session.get(floor_url + "/download", params={"path": floor_dest},
+                             stream=True) as reply, open(dest, "wb") as sink:
+                for chunk in reply.iter_content(1024 * 1024):
+                    sink.write(chunk)
+
+        out["floor_upload_s"] = timed(upload)
+        out["floor_download_s"] = timed(download)
+        assert os.path.getsize(dest) == size
+        os.unlink(dest)
+        os.unlink(floor_dest)
+
+    def service():
+        infos = []
+        clear_peak()
+        out["upload_s"] = timed(lambda: infos.append(client.upload(path)))
+        out["upload_mb"] = peak_mb()
+        clear_peak()
+        out["download_s"] = timed(lambda: FileRef(infos[0].url).download(dest))
+        out["download_mb"] = peak_mb()
+        assert os.path.getsize(dest) == infos[0].size == size, (dest, infos[0].size)
+        os.unlink(dest)
+
+    for part in (floor, service) if order == "floor-first" else (service, floor):
+        part()
+    print(json.dumps(out))
 """)
 
 RAW_COPY = textwrap.dedent("""
@@ -413,7 +425,8 @@ def _files(folder: Path, floor_url: str, size: int, repeats: int) -> dict[str, A
                 try:
                     out = subprocess.run(
                         [sys.executable, "-c", TRANSFER, service.url, token, str(named),
-                         str(folder / "down.bin"), floor_url, str(folder / "floor.bin")],
+                         str(folder / "down.bin"), floor_url, str(folder / "floor.bin"),
+                         "floor-first" if i % 2 else "service-first"],
                         check=True, capture_output=True, text=True, timeout=1200).stdout
                 finally:
                     named.unlink()
