@@ -6,8 +6,9 @@ request).
 
 File references in an input that are paths on this machine (``FileRef.from_path``) are
 uploaded before the submission, once while they are unchanged (:meth:`Client.upload
-<hqs_sdk_rest.client.Client.upload>`), and go to the service as its URLs. Outputs come back with signed URLs; :meth:`RESTBackend.refresh` gets
-fresh ones for a cached result whose URLs expire within :attr:`RESTBackend.refresh_margin_s`.
+<hqs_sdk_rest.client.Client.upload>`), and go to the service as its URLs. Outputs come back
+with signed URLs; :meth:`RESTBackend.refresh` gets fresh ones for a cached result whose URLs
+expire within :attr:`RESTBackend.refresh_margin_s`.
 """
 
 from __future__ import annotations

@@ -102,6 +102,8 @@ class HashMemo:
 
 _memos: dict[Path, HashMemo] = {}
 _memos_lock = threading.Lock()
+# An SQLite connection must not be used on both sides of a fork: a child opens its own.
+os.register_at_fork(after_in_child=_memos.clear)
 
 
 def default_memo() -> HashMemo:

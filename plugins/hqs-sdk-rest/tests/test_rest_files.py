@@ -181,3 +181,22 @@ def test_a_cache_hit_with_expired_urls_works_while_the_service_is_down(
         assert time.monotonic() - started < 15  # not the minute a submission would retry
     finally:
         short_lived.start()
+
+
+def test_a_forked_child_remembers_hashes_through_its_own_connection(tmp_path: Path) -> None:
+    from hqs_sdk_rest import hashes
+
+    local = tmp_path / "forked.bin"
+    _settled(local, b"content")
+    stat = local.stat()
+    parent = hashes.default_memo()
+    parent.put(str(local), stat, stat, time.time_ns(), "a" * 64)
+    pid = os.fork()
+    if pid == 0:  # the child: its memo is a new one on the same file
+        child = hashes.default_memo()
+        ok = child is not parent and child.get(str(local), stat) == "a" * 64
+        child.put(str(local), stat, stat, time.time_ns(), "b" * 64)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent.get(str(local), stat) == "b" * 64
