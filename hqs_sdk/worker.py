@@ -197,6 +197,7 @@ def _run_child(task: Any, request: dict[str, Any], control: str, cpus: list[int]
     try:
         os.setpgid(0, 0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         signal.set_wakeup_fd(-1)
         log_fd = os.open(os.path.join(control, "log.txt"),
                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -393,9 +394,22 @@ def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = No
                 cpus = [available[i] for i in taken]
         _write_text(os.path.join(control, "state"), "running")
         started = time.time()
-        pid = os.fork()
-        if pid == 0:
-            _run_child(task, request, control, cpus)
+        # SIGTERM waits until the child has its default action back: arriving in between,
+        # the handler it inherits would only set a flag in the child, and the task would run
+        # on until the grace period's SIGKILL.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _run_child(task, request, control, cpus)
+        finally:  # the parent's; the child never returns from _run_child
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        # The task's own process group, which a cancel or a timeout stops as a whole, must
+        # exist before anything can signal it: made from both sides, as shells do. (Made by the
+        # child alone, a cancel right after the fork found no group, took the task for gone
+        # and waited for it forever.)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.setpgid(pid, pid)
         outcome, status, usage, peak = _supervise(pid, provisioning, cancelled, wakeup_r)
         finished = time.time()
         metrics = {

@@ -159,6 +159,25 @@ def test_execution_cancel(local: BackendConfigurationLocal) -> None:
         execution.result(timeout=20)
 
 
+def test_a_cancel_as_the_task_starts_stops_it(tmp_path: Path) -> None:
+    """The worker writes "running" and forks the task: a cancel right then used to find no
+    process group yet (the child makes its own), leave the task running and the worker
+    waiting for it forever."""
+    backend = LocalBackend(BackendConfigurationLocal(work_dir=str(tmp_path / "work")))
+    try:
+        for _ in range(25):
+            handle = backend.submit(make_request(tasks.sleep, seconds=600))
+            state = Path(handle["dir"]) / "state"
+            deadline = time.monotonic() + 30
+            while not (state.exists() and state.read_text() == "running"):
+                assert time.monotonic() < deadline, "the worker did not start"
+            backend.cancel(handle)
+            response = wait_finished(backend, handle, timeout=15)
+            assert response.state is ExecutionState.CANCELLED, response
+    finally:
+        backend.close()
+
+
 def test_cached_result_needs_no_worker(local: BackendConfigurationLocal, tmp_path: Path) -> None:
     marker = tmp_path / "runs.txt"
     assert tasks.sleep(0.01, marker=str(marker)) == "slept"
