@@ -53,8 +53,7 @@ class Parts:
                 json.loads(r.handle)["dir"])) if r.handle else None) for r in rows]
 
     def submit(self, seconds: float) -> str:
-        request = make_request(tasks.sleep, seconds=seconds)
-        request = attrs.evolve(request, task_ref=tasks.sleep.ref)
+        request = make_request(tasks.sleep, seconds=seconds)  # task_ref as the API sets it
         self.store.submit(self.user_id, [request])
         self.scheduler.wake(poll=False)  # what POST /v1/executions does
         return request.execution_id
