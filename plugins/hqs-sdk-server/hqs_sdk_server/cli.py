@@ -52,6 +52,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from hqs_sdk_server.app import create_app
     from hqs_sdk_server.malloc import keep_transfer_buffers
+    from hqs_sdk_server.protocol import LargeReads
 
     extra: dict[str, object] = {"host": args.host, "port": args.port,
                                 "tasks_from": tuple(args.tasks_from),
@@ -69,7 +70,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"hqs-sdk-server: serving on http://{args.host}:{args.port} "
           f"(database {settings.database_url.split('@')[-1]})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                http="httptools", timeout_graceful_shutdown=10)
+                http=LargeReads, timeout_graceful_shutdown=10)
     return 0
 
 
