@@ -37,7 +37,7 @@ from hqs_sdk.errors import (
 )
 from hqs_sdk.models import TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
-from hqs_sdk_rest import hashes, wire
+from hqs_sdk_rest import uploads, wire
 from hqs_sdk_rest.config import BackendConfigurationREST, resolve
 
 __all__ = ["Client", "NotFinished", "NotFound"]
@@ -241,17 +241,22 @@ class Client:
         return converter.structure(self.call("cancel", path={"id": execution_id}),
                                    wire.ExecutionInfo)
 
+    def file(self, file_id: str) -> wire.FileInfo:
+        """One of your files on the service, with a fresh signed URL."""
+        return converter.structure(self.call("file_info", path={"id": file_id}), wire.FileInfo)
+
     def upload(self, path: str) -> wire.FileInfo:
         """Upload a local file, streamed, and return it as the service stores it; the URL can
         go into any task's input, even once expired.
 
-        The file is sent without being hashed first: the service hashes what it receives.
-        A file this client uploaded is not sent again while its size and modification time
-        stay the same, and neither is one any process of this user uploaded before
-        (:mod:`hqs_sdk_rest.hashes`) while the service still has it.
+        The file is sent without being hashed first: the service hashes what it receives
+        (its ``sha256`` may still be None in the reply). A file this client uploaded is not
+        sent again while its size and modification time stay the same, and neither is one any
+        process of this user uploaded before (:mod:`hqs_sdk_rest.uploads`) while the service
+        still has it.
         """
         name = os.path.basename(path)
-        memo = hashes.default_memo()
+        memo = uploads.default_memo()
         try:
             before = os.stat(path)
             key = (os.path.abspath(path), before.st_size, before.st_mtime_ns)
@@ -259,19 +264,19 @@ class Client:
                 known = self._uploaded.get(key)
             if known is not None:
                 return known
-            sha256 = memo.get(key[0], before)
+            file_id = memo.get(self.url, key[0], before)
             info = None
-            if sha256 is not None:
+            if file_id is not None:
                 with contextlib.suppress(NotFound):
-                    info = converter.structure(
-                        self.call("file_find", params={"name": name},
-                                  path={"sha256": sha256}), wire.FileInfo)
+                    info = self.file(file_id)
+                if info is not None and (info.size, info.name) != (before.st_size, name):
+                    info = None
             if info is None:
                 started_ns = time.time_ns()
                 with open(path, "rb") as stream:
                     info = converter.structure(
                         self.call("upload", stream, params={"name": name}), wire.FileInfo)
-                memo.put(key[0], before, os.stat(path), started_ns, info.sha256)
+                memo.put(self.url, key[0], before, os.stat(path), started_ns, info.id)
         except OSError as exc:
             raise BackendRejectedError(
                 f"cannot upload the input file {path}: {exc.strerror or exc}; check that it "

@@ -117,7 +117,9 @@ class FileInfo:
 
     id: str
     name: str
-    sha256: str
+    #: None for a moment after an upload: the service stores the file first and hashes it
+    #: right after (before any task or download reads it).
+    sha256: str | None
     size: int
     url: str
     expires_at: datetime
@@ -165,6 +167,7 @@ class Route:
 
 _ID = Param("id", str, "path", "the execution id (the request's execution_id)", True)
 _SHA256 = Param("sha256", str, "path", "SHA-256 of the content, 64 lowercase hex digits", True)
+_FILE_ID = Param("id", str, "path", "the file id (32 lowercase hex digits)", True)
 _NAME = Param("name", str, description="the file's name (no folders), 1 to 255 characters",
               required=True)
 
@@ -199,17 +202,22 @@ ROUTES: tuple[Route, ...] = (
           "The caller's file with this content and name, if it was uploaded before; 404 if not.",
           reply=FileInfo, params=(_SHA256, _NAME)),
     Route("upload", "POST", "/v1/uploads",
-          "Upload a file (streamed, any size up to the service's limit); the service computes "
-          "its SHA-256. Uploading the same content and name again returns the same file.",
+          "Upload a file (streamed, any size up to the service's limit). The reply comes as "
+          "soon as the file is stored, with sha256 null: the service hashes it right after "
+          "and stores the content once, whatever the number of uploads.",
           body=bytes, reply=FileInfo, params=(_NAME,)),
     Route("upload_known", "PUT", "/v1/uploads/{sha256}",
           "Upload a file whose SHA-256 the client knows; content that does not hash to it is "
-          "refused (422) and not kept. Otherwise as POST /v1/uploads.",
+          "refused (422) and not kept. Uploading the same content and name again returns the "
+          "same file.",
           body=bytes, reply=FileInfo, params=(_SHA256, _NAME)),
+    Route("file_info", "GET", "/v1/files/{id}/info",
+          "One of the caller's files, with a fresh signed URL; 404 if there is no such file.",
+          reply=FileInfo, params=(_FILE_ID,)),
     Route("download", "GET", "/v1/files/{id}",
           "Download a file with a signed URL (made by the service; needs no token).",
           reply=bytes, authenticated=False, params=(
-              Param("id", str, "path", "the file id", True),
+              _FILE_ID,
               Param("expires", int, description="expiry, seconds since the epoch", required=True),
               Param("sig", str, description="the service's signature", required=True),
           )),

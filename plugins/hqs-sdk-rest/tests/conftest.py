@@ -11,13 +11,13 @@ from hqs_sdk_server.testing import Service, running_service
 
 
 @pytest.fixture(autouse=True)
-def upload_hashes(tmp_path_factory: pytest.TempPathFactory,
-                  monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A memo of upload hashes per test (hqs_sdk_rest.hashes), not the user's own; also for
-    the scripts a test starts."""
+def upload_memo(tmp_path_factory: pytest.TempPathFactory,
+                monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A memo of uploads per test (hqs_sdk_rest.uploads), not the user's own; also for the
+    scripts a test starts."""
     folder = tmp_path_factory.mktemp("xdg-cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
-    return folder / "hqs-sdk" / "file-hashes.sqlite"
+    return folder / "hqs-sdk" / "uploads.sqlite"
 
 
 @pytest.fixture(scope="session")

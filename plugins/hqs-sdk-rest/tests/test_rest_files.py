@@ -51,12 +51,27 @@ def test_a_local_file_is_uploaded_once_and_read_by_the_task(config: Any, short_l
     assert tasks.read_text(FileRef.from_path(local)) == "from the client's disk"
     assert _blobs(short_lived) == before + 1
 
-    copy = tmp_path / "other" / "input.txt"  # same name and content elsewhere: the same file
+    # The same content at another path is sent again, and stored once when the service has
+    # hashed it.
+    copy = tmp_path / "other" / "input.txt"
     copy.parent.mkdir()
     copy.write_text("from the client's disk")
     client = Client(config=config.backend)
-    assert client.upload(str(copy)).id == client.upload(str(local)).id
+    first, second = client.upload(str(local)), client.upload(str(copy))
+    assert first.id != second.id
+    assert {_hashed(client, first.id), _hashed(client, second.id)} == {
+        hashlib.sha256(local.read_bytes()).hexdigest()}
     assert _blobs(short_lived) == before + 1
+    assert client.upload(str(copy)) is second  # unchanged: not sent again
+
+
+def _hashed(client: Client, file_id: str) -> str:
+    """The file's SHA-256 once the service has hashed it (it does so right after the upload)."""
+    deadline = time.monotonic() + 30
+    while (sha256 := client.file(file_id).sha256) is None:
+        assert time.monotonic() < deadline, f"file {file_id} was not hashed within 30 s"
+        time.sleep(0.05)
+    return sha256
 
 
 UPLOAD = """
@@ -88,28 +103,36 @@ def _settled(path: Path, content: bytes, age_s: float = 60.0) -> None:
 
 
 def test_a_file_a_later_process_uploads_unchanged_is_not_sent_again(
-        short_lived: Service, tmp_path: Path, upload_hashes: Path) -> None:
+        short_lived: Service, tmp_path: Path, upload_memo: Path) -> None:
     token = short_lived.token("dave")
     local = tmp_path / "settled.bin"
     _settled(local, os.urandom(300_000))
     first = _upload_in_new_process(short_lived, token, local)
     assert first["requests"] == ["POST /v1/uploads"]  # sent without being hashed first
-    assert first["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
-    assert upload_hashes.is_file()
+    assert upload_memo.is_file()
 
     again = _upload_in_new_process(short_lived, token, local)
-    assert again["requests"] == [f"GET /v1/uploads/{first['sha256']}"]
+    assert again["requests"] == [f"GET /v1/files/{first['id']}/info"]
     assert again["id"] == first["id"]
 
     _settled(local, os.urandom(300_000), age_s=30)  # same size, new content and time
     changed = _upload_in_new_process(short_lived, token, local)
     assert changed["requests"] == ["POST /v1/uploads"]
-    assert changed["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest() != first["sha256"]
+    client = Client(url=short_lived.url, token=token)
+    assert _hashed(client, changed["id"]) == hashlib.sha256(local.read_bytes()).hexdigest()
+    assert _hashed(client, first["id"]) != _hashed(client, changed["id"])
+
+    # Another service (or another user) does not know the id: the file is sent to it.
+    with running_service(tmp_path / "other-service") as other:
+        elsewhere = _upload_in_new_process(other, other.token("dave"), local)
+    assert elsewhere["requests"] == ["POST /v1/uploads"]
+    erin = _upload_in_new_process(short_lived, short_lived.token("erin"), local)
+    assert erin["requests"] == [f"GET /v1/files/{changed['id']}/info", "POST /v1/uploads"]
 
 
 def test_a_file_written_just_before_its_upload_is_sent_again_by_a_later_process(
         short_lived: Service, tmp_path: Path) -> None:
-    # Its timestamp could hide a rewrite within the same tick, so its hash is not remembered.
+    # Its timestamp could hide a rewrite within the same tick, so its upload is not remembered.
     token = short_lived.token("dave")
     local = tmp_path / "fresh.bin"
     local.write_bytes(b"just written")
@@ -183,20 +206,21 @@ def test_a_cache_hit_with_expired_urls_works_while_the_service_is_down(
         short_lived.start()
 
 
-def test_a_forked_child_remembers_hashes_through_its_own_connection(tmp_path: Path) -> None:
-    from hqs_sdk_rest import hashes
+def test_a_forked_child_remembers_uploads_through_its_own_connection(tmp_path: Path) -> None:
+    from hqs_sdk_rest import uploads
 
     local = tmp_path / "forked.bin"
     _settled(local, b"content")
     stat = local.stat()
-    parent = hashes.default_memo()
-    parent.put(str(local), stat, stat, time.time_ns(), "a" * 64)
+    url = "http://127.0.0.1:1"
+    parent = uploads.default_memo()
+    parent.put(url, str(local), stat, stat, time.time_ns(), "a" * 32)
     pid = os.fork()
     if pid == 0:  # the child: its memo is a new one on the same file
-        child = hashes.default_memo()
-        ok = child is not parent and child.get(str(local), stat) == "a" * 64
-        child.put(str(local), stat, stat, time.time_ns(), "b" * 64)
+        child = uploads.default_memo()
+        ok = child is not parent and child.get(url, str(local), stat) == "a" * 32
+        child.put(url, str(local), stat, stat, time.time_ns(), "b" * 32)
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert parent.get(str(local), stat) == "b" * 64
+    assert parent.get(url, str(local), stat) == "b" * 32

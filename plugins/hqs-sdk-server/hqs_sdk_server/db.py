@@ -65,12 +65,15 @@ files = sa.Table(
     # A random id: the URL names the file by it, and a signature covers it and the owner.
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
-    # The content is stored once per SHA-256 (in the blobs folder), whoever owns it.
-    sa.Column("sha256", sa.String(64), nullable=False),
+    # The content is stored once per SHA-256 (in the blobs folder), whoever owns it. NULL for
+    # an upload the service has not hashed yet: its content is in files/staged/<id> meanwhile.
+    sa.Column("sha256", sa.String(64), nullable=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("user_id", "sha256", "name", name="uq_files_user_content_name"),
+    sa.Index("ix_files_user_content_name", "user_id", "sha256", "name"),
+    sa.Index("ix_files_unhashed", "sha256", sqlite_where=sa.text("sha256 IS NULL"),
+             postgresql_where=sa.text("sha256 IS NULL")),
 )
 
 
@@ -93,8 +96,9 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest migration (creating it in an empty database)."""
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration, or to ``revision`` (creating it in an empty
+    database)."""
     from alembic import command
     from alembic.config import Config
 
@@ -102,4 +106,4 @@ def migrate(engine: sa.Engine) -> None:
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)

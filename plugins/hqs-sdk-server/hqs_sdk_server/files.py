@@ -3,10 +3,19 @@
 Layout under the data folder::
 
     files/blobs/<aa>/<sha256>   the content, read-only, one copy whatever the number of owners
-    files/incoming/             uploads being received (moved into blobs once their hash checks)
+    files/incoming/             files being received or copied
+    files/staged/<id>           uploads kept but not hashed yet
     signing.key                 the secret of the URL signatures (made on first start, mode 600)
 
 A row of the ``files`` table gives a user a file: a random id, the content's SHA-256, a name.
+
+An upload (``POST /v1/uploads``) is answered as soon as it is on disk, in ``staged``, with a
+NULL SHA-256: hashing a GiB costs 0.6 CPU-seconds, which made uploads take twice as long
+(docs/performance.md). A background thread hashes it right after and moves it into the blobs
+(or drops it, when the blob is there already). Whatever reads the content first, a download or
+a task, waits for that hash (:meth:`FileStore.settle`), so nothing outside this module ever sees
+a staged file. Each step can be repeated after a crash: the staged file goes only after the row
+has its hash, and the service hashes what is left at its next start.
 Stored requests and responses name files ``hqs-file:<id>``; the service turns that into a path
 for the worker and into a signed URL for the client::
 
@@ -19,12 +28,16 @@ later task: the service checks the signature, ignores the expiry, and checks the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import posixpath
+import queue
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -41,7 +54,7 @@ from hqs_sdk.fileref import FileRef, map_filerefs
 from hqs_sdk_server.db import files
 from hqs_sdk_server.problems import ApiError
 
-__all__ = ["INTERNAL", "FileStore", "check_name", "check_sha256", "load_key"]
+__all__ = ["INTERNAL", "FileStore", "Receiver", "check_name", "check_sha256", "load_key"]
 
 #: How stored requests and responses name a file of the service.
 INTERNAL = "hqs-file:"
@@ -54,6 +67,11 @@ _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 _EXPIRES = re.compile(r"[0-9]{1,12}")
 #: Hashes the pieces of received files while they are written (see Receiver.write).
 _hashers = ThreadPoolExecutor(4, thread_name_prefix="hqs-sdk-server-hash")
+#: Left-overs older than this in ``incoming`` and ``staged`` are removed at start: a file being
+#: received is written to all the time, and a settled one is removed at once.
+_LEFT_OVER_S = 3600.0
+
+log = logging.getLogger("hqs_sdk_server")
 
 
 def check_sha256(value: str) -> str:
@@ -105,10 +123,15 @@ class FileStore:
         self.engine = engine
         self.blobs = root / "blobs"
         self.incoming = root / "incoming"
+        self.staged = root / "staged"
         self.key = key
         self.lifetime_s = lifetime_s
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        for folder in (self.blobs, self.incoming, self.staged):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._busy: set[str] = set()  # ids being hashed by this process
+        self._busy_changed = threading.Condition()
+        self._unhashed: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._hasher: threading.Thread | None = None
 
     # -- signatures ------------------------------------------------------------------------
 
@@ -142,12 +165,16 @@ class FileStore:
             raise ApiError(403, "expired",
                            f"this URL expired at {_utc_from(int(expires)).isoformat()}; call the "
                            "task that produced the file again (a cached result gets fresh URLs)")
-        return self.blob(row.sha256), row.name
+        return self.path(row), row.name
 
     # -- rows and blobs --------------------------------------------------------------------
 
     def blob(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256
+
+    def path(self, row: Any) -> Path:
+        """Where the file's content is, hashed first if it is a new upload."""
+        return self.blob(self.settle(row).sha256)
 
     def _row(self, file_id: str) -> Any:
         with self.engine.connect() as db:
@@ -160,20 +187,24 @@ class FileStore:
                 files.c.user_id == user_id, files.c.sha256 == sha256,
                 files.c.name == name)).first()
 
+    def row_of(self, user_id: int, file_id: str) -> Any:
+        """The user's file with this id, or None (also when it is another user's)."""
+        row = self._row(file_id) if _FILE_ID.fullmatch(file_id) else None
+        return row if row is not None and row.user_id == user_id else None
+
+    def _insert(self, user_id: int, sha256: str | None, size: int, name: str,
+                file_id: str | None = None) -> Any:
+        file_id = file_id or uuid.uuid4().hex
+        with self.engine.begin() as db:
+            db.execute(files.insert().values(id=file_id, user_id=user_id, sha256=sha256,
+                                             size=size, name=name, created_at=datetime.now(UTC)))
+        return self._row(file_id)
+
     def _record(self, user_id: int, sha256: str, size: int, name: str) -> Any:
-        """The user's row for this content and name, made if new (safe against a racing twin)."""
-        for _ in range(2):
-            row = self.find(user_id, sha256, name)
-            if row is not None:
-                return row
-            try:
-                with self.engine.begin() as db:
-                    db.execute(files.insert().values(
-                        id=uuid.uuid4().hex, user_id=user_id, sha256=sha256, size=size,
-                        name=name, created_at=datetime.now(UTC)))
-            except sa.exc.IntegrityError:
-                continue  # the same file was recorded at the same moment: read that one
-        return self.find(user_id, sha256, name)
+        """The user's row for this content and name, made if new. (Two at once may make two
+        rows: both name the same blob, so nothing is lost.)"""
+        row = self.find(user_id, sha256, name)
+        return row if row is not None else self._insert(user_id, sha256, size, name)
 
     def _given(self, user_id: int, sha256: str) -> Any:
         """The user's row for a blob the task was given (made if another user's URL gave it)."""
@@ -198,9 +229,103 @@ class FileStore:
         os.replace(tmp, target)
 
     def receive(self, user_id: int, sha256: str | None, name: str) -> Receiver:
-        """A sink for an upload's pieces; call ``finish()`` to check and keep it. ``sha256`` is
-        what the client says the content hashes to, if it says so."""
-        return Receiver(self, user_id, sha256, name)
+        """A sink for an upload's pieces; call ``finish()`` to keep it. ``sha256`` is what the
+        client says the content hashes to: then it is hashed as it arrives and checked. Without
+        it, the file is kept unhashed and hashed right after (see the module docs)."""
+        return Receiver(self, user_id, sha256, name, staged=sha256 is None)
+
+    # -- uploads kept before their hash ----------------------------------------------------
+
+    def _stage(self, tmp: Path, user_id: int, size: int, name: str) -> Any:
+        file_id = uuid.uuid4().hex
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, self.staged / file_id)
+        row = self._insert(user_id, None, size, name, file_id)
+        self._hash_soon(file_id)
+        return row
+
+    def settle(self, row: Any) -> Any:
+        """The row with its SHA-256: a staged upload is hashed and moved into the blobs now,
+        or, if the background thread is at it, when it is done. Safe to run in several
+        threads and processes at once."""
+        if row.sha256 is not None:
+            return row
+        with self._busy_changed:
+            while row.id in self._busy:
+                self._busy_changed.wait()
+            self._busy.add(row.id)
+        try:
+            return self._settle(row)
+        finally:
+            with self._busy_changed:
+                self._busy.discard(row.id)
+                self._busy_changed.notify_all()
+
+    def _settle(self, row: Any) -> Any:
+        fresh = self._row(row.id)
+        if fresh is not None and fresh.sha256 is not None:
+            return fresh
+        staged = self.staged / row.id
+        try:
+            with open(staged, "rb") as f:
+                sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            fresh = self._row(row.id)  # another process may have finished it just now
+            if fresh is not None and fresh.sha256 is not None:
+                return fresh
+            raise ApiError(404, "not_found",
+                           f"the content of file {row.id} ({row.name!r}) is missing from the "
+                           "service's store; upload the file again") from None
+        target = self.blob(sha256)
+        target.parent.mkdir(exist_ok=True)
+        # The staged name goes only once the row has its hash. If the blob is there already,
+        # this copy is simply dropped.
+        with contextlib.suppress(FileExistsError):
+            os.link(staged, target)
+        with self.engine.begin() as db:
+            db.execute(files.update().where(files.c.id == row.id, files.c.sha256.is_(None))
+                       .values(sha256=sha256))
+        staged.unlink(missing_ok=True)
+        return self._row(row.id)
+
+    def _hash_soon(self, file_id: str) -> None:
+        with self._busy_changed:
+            if self._hasher is None or not self._hasher.is_alive():
+                self._hasher = threading.Thread(target=self._hash_all, daemon=True,
+                                                name="hqs-sdk-server-settle")
+                self._hasher.start()
+        self._unhashed.put(file_id)
+
+    def _hash_all(self) -> None:
+        while (file_id := self._unhashed.get()) is not None:
+            try:
+                row = self._row(file_id)
+                if row is not None:
+                    self.settle(row)
+            except Exception:  # the next reader, or the next start, tries again
+                log.exception("could not hash uploaded file %s", file_id)
+
+    def recover(self) -> int:
+        """At start: hash the uploads a stopped service had not hashed yet, and remove what
+        crashes left behind. Returns the number of uploads queued for hashing."""
+        now = time.time()
+        with self.engine.connect() as db:
+            unhashed = set(db.execute(sa.select(files.c.id).where(files.c.sha256.is_(None)))
+                           .scalars())
+        for folder, keep in ((self.incoming, set()), (self.staged, unhashed)):
+            for left in folder.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if left.name not in keep and now - left.stat().st_mtime > _LEFT_OVER_S:
+                        left.unlink()
+        for file_id in sorted(unhashed):
+            self._hash_soon(file_id)
+        return len(unhashed)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background hashing (what is left is hashed at the next start)."""
+        if self._hasher is not None:
+            self._unhashed.put(None)
+            self._hasher.join(timeout)
 
     def ingest(self, user_id: int, location: str, name: str) -> Any:
         """Keep a file a task wrote (copied, streamed: the execution's folder may go away).
@@ -208,7 +333,7 @@ class FileStore:
         ``location`` is a path, or a URL of a scheme an installed plugin opens (the Slurm
         backend's ``sftp://``).
         """
-        receiver = Receiver(self, user_id, None, name)
+        receiver = Receiver(self, user_id, None, name, staged=False)
         try:
             with FileRef(location).open() as src:
                 while chunk := src.read(_CHUNK):
@@ -322,28 +447,33 @@ def _hash_all(digest: Any, pieces: Sequence[bytes]) -> None:
 
 
 class Receiver:
-    """Writes a file to ``files/incoming`` while hashing it, then keeps it as the user's file.
+    """Writes a file to ``files/incoming``, then keeps it as the user's file.
 
-    For uploads (:meth:`FileStore.receive`, ``sha256`` is what the client says the content
+    For uploads (:meth:`FileStore.receive`; ``sha256`` is what the client says the content
     hashes to, or None) and for files tasks write (:meth:`FileStore.ingest`, ``sha256`` None).
+    A ``staged`` file is kept unhashed, to be hashed right after; any other is hashed while it
+    is written.
     """
 
-    def __init__(self, store: FileStore, user_id: int, sha256: str | None, name: str) -> None:
+    def __init__(self, store: FileStore, user_id: int, sha256: str | None, name: str, *,
+                 staged: bool) -> None:
         self.store, self.user_id, self.sha256, self.name = store, user_id, sha256, name
         self.tmp = store.incoming / uuid.uuid4().hex
         self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish() or abort()
-        self.digest = hashlib.sha256()
+        self.digest = None if staged else hashlib.sha256()
         self.size = 0
 
     def write(self, pieces: Sequence[bytes]) -> None:
-        """Hash and write the next pieces of the file, at the same time: hashing takes about
-        as long as writing, and both let go of the GIL."""
-        hashing = _hashers.submit(_hash_all, self.digest, pieces)
+        """Write the next pieces of the file, and hash them at the same time: hashing takes
+        about as long as writing, and both let go of the GIL."""
+        hashing = None if self.digest is None else _hashers.submit(_hash_all, self.digest,
+                                                                  pieces)
         try:
             for piece in pieces:
                 self.file.write(piece)
         finally:
-            hashing.result()
+            if hashing is not None:
+                hashing.result()
         self.size += sum(len(piece) for piece in pieces)
 
     def abort(self) -> None:
@@ -353,6 +483,8 @@ class Receiver:
     def finish(self) -> Any:
         """Check the hash, keep the content, and return the user's file row."""
         self.file.close()
+        if self.digest is None:
+            return self.store._stage(self.tmp, self.user_id, self.size, self.name)
         sha256 = self.digest.hexdigest()
         if self.sha256 is not None and sha256 != self.sha256:
             self.tmp.unlink(missing_ok=True)

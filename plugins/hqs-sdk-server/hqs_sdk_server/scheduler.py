@@ -27,6 +27,7 @@ from hqs_sdk.serialization import converter
 from hqs_sdk_server.db import executions
 from hqs_sdk_server.files import FileStore
 from hqs_sdk_server.leader import Leadership
+from hqs_sdk_server.problems import ApiError
 from hqs_sdk_server.store import now
 
 __all__ = ["Scheduler"]
@@ -200,14 +201,22 @@ class Scheduler:
             stored = {r.run_id: r.request for r in db.execute(
                 sa.select(executions.c.run_id, executions.c.request)
                 .where(executions.c.run_id.in_([r.run_id for r in rows])))}
-        requests = []
+        requests, starting = [], []
         for row in rows:
             data = json.loads(stored[row.run_id])
             data["execution_id"] = row.run_id  # unique across users in the backend
-            # The service's own files are read where they are stored.
-            data["input"] = self.files.internal_to(
-                data["input"], lambda file: str(self.files.blob(file.sha256)))
+            try:  # the service's own files are read where they are stored
+                data["input"] = self.files.internal_to(
+                    data["input"], lambda file: str(self.files.path(file)))
+            except ApiError as exc:
+                self._finish(row, _error_response(row.run_id, "failed", "input_missing",
+                                                  exc.message))
+                continue
             requests.append(converter.structure(data, TaskExecutionRequest))
+            starting.append(row)
+        if not starting:
+            return
+        rows = starting
         try:
             handles = self.backend.submit_many(requests)
         except BackendUnavailableError as exc:

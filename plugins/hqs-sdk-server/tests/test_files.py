@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,8 +97,6 @@ def test_an_upload_is_stored_once_and_its_signed_url_downloads_it(service: Servi
 
 def test_a_file_of_many_pieces_arrives_intact(service: Service, alice: str,
                                               tmp_path: Path) -> None:
-    import os
-
     content = os.urandom(4_500_000)  # four of the service's 1 MiB write pieces, and a rest
 
     def chunks() -> Iterator[bytes]:
@@ -111,18 +110,71 @@ def test_a_file_of_many_pieces_arrives_intact(service: Service, alice: str,
     assert requests.get(reply.json()["url"], timeout=30).content == content
 
 
-def test_the_service_hashes_what_a_client_sends_without_a_hash(service: Service,
-                                                                alice: str) -> None:
-    content = b"sent as it is"
-    reply = requests.post(f"{service.url}/v1/uploads", params={"name": "plain.txt"},
-                          data=content, headers=_auth(alice), timeout=30)
+def _post(service: Service, token: str, content: bytes, name: str) -> dict[str, Any]:
+    reply = requests.post(f"{service.url}/v1/uploads", params={"name": name}, data=content,
+                          headers=_auth(token), timeout=30)
     assert reply.status_code == 200, reply.text
-    info = reply.json()
-    assert info["sha256"] == hashlib.sha256(content).hexdigest()
-    assert info["size"] == len(content)
-    assert _find(service, alice, content, "plain.txt").json()["id"] == info["id"]
-    assert _upload(service, alice, content, "plain.txt").json()["id"] == info["id"]
-    assert requests.get(info["url"], timeout=30).content == content
+    return dict(reply.json())
+
+
+def _info(service: Service, token: str, file_id: str) -> requests.Response:
+    return requests.get(f"{service.url}/v1/files/{file_id}/info", headers=_auth(token),
+                        timeout=30)
+
+
+def _hashed(service: Service, token: str, file_id: str) -> dict[str, Any]:
+    """The file's info once the service has hashed it (it does so right after the upload)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = _info(service, token, file_id).json()
+        if info["sha256"] is not None:
+            return dict(info)
+        time.sleep(0.05)
+    raise AssertionError(f"file {file_id} was not hashed within 30 s")
+
+
+def test_an_upload_without_a_hash_is_answered_at_once_and_stored_once(service: Service,
+                                                                      alice: str) -> None:
+    content = os.urandom(2_000_000)
+    sha256 = hashlib.sha256(content).hexdigest()
+    first = _post(service, alice, content, "plain.bin")
+    assert first["sha256"] is None and first["size"] == len(content)
+    assert _hashed(service, alice, first["id"])["sha256"] == sha256
+    assert _find(service, alice, content, "plain.bin").json()["id"] == first["id"]
+
+    # The same content again: a new file of its own, and one copy on disk once hashed.
+    again = _post(service, alice, content, "plain.bin")
+    assert again["id"] != first["id"]
+    assert _hashed(service, alice, again["id"])["sha256"] == sha256
+    assert [p.name for p in _stored_blobs(service)].count(sha256) == 1
+    assert not list((service.data_dir / "files" / "staged").iterdir())
+    for info in (first, again):
+        assert requests.get(info["url"], timeout=30).content == content
+
+
+def test_a_file_is_readable_the_moment_its_upload_is_answered(service: Service,
+                                                              alice: str) -> None:
+    # The download and the task below may come before the service has hashed the file: they
+    # wait for it, and never see a half-kept file.
+    for i in range(3):
+        content = os.urandom(3_000_000)
+        info = _post(service, alice, content, f"now-{i}.bin")
+        assert requests.get(info["url"], timeout=30).content == content
+        text = f"read at once {i}".encode()
+        info = _post(service, alice, text, f"now-{i}.txt")
+        read = _run(service, alice, tasks.read_text, ref=FileRef(info["url"]))
+        assert read.json()["output"] == text.decode(), read.text
+
+
+def test_a_users_files_are_looked_up_by_id_and_hidden_from_others(service: Service,
+                                                                  alice: str, bob: str) -> None:
+    info = _post(service, alice, b"looked up by id", "by-id.txt")
+    mine = _info(service, alice, info["id"])
+    assert mine.status_code == 200 and mine.json()["name"] == "by-id.txt"
+    assert requests.get(mine.json()["url"], timeout=30).content == b"looked up by id"
+    for token, file_id in ((bob, info["id"]), (alice, "0" * 32), (alice, "not-an-id")):
+        reply = _info(service, token, file_id)
+        assert reply.status_code == 404 and "you have no file" in reply.json()["message"]
 
 
 def test_content_that_does_not_match_its_hash_is_refused_and_not_kept(service: Service,
@@ -158,6 +210,28 @@ def test_uploads_beyond_the_size_limit_are_refused(service: Service, alice: str)
                          data=chunks(), headers=_auth(alice), timeout=30)
     assert reply.status_code == 413
     assert not list((service.data_dir / "files" / "incoming").iterdir())
+
+
+def test_an_upload_cut_short_leaves_nothing_behind(service: Service, alice: str) -> None:
+    import socket
+
+    files = service.data_dir / "files"
+    staged_before = set(os.listdir(files / "staged"))
+    for method, target in (("POST", "/v1/uploads?name=cut.bin"),
+                           ("PUT", f"/v1/uploads/{'0' * 64}?name=cut.bin")):
+        head = (f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {alice}\r\nContent-Length: 3000000\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
+            conn.sendall(head.encode() + os.urandom(1_500_000))
+            deadline = time.monotonic() + 10
+            while not list((files / "incoming").iterdir()):  # the service is receiving it
+                assert time.monotonic() < deadline, "the upload never started"
+                time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while list((files / "incoming").iterdir()):
+            assert time.monotonic() < deadline, "a cut upload was left in incoming"
+            time.sleep(0.05)
+    assert set(os.listdir(files / "staged")) <= staged_before
 
 
 def test_uploads_need_a_valid_token_and_are_private(service: Service, alice: str,
@@ -239,16 +313,83 @@ def test_inputs_naming_paths_or_forged_urls_are_refused_and_nothing_runs(
     assert stored() == before
 
 
-def test_a_task_cannot_hand_out_files_outside_its_folder(tmp_path: Path) -> None:
+def _file_store(tmp_path: Path) -> Any:
+    """A FileStore on its own SQLite database, in this process, with one user (id 1)."""
     from hqs_sdk_server.db import make_engine, migrate, users
-    from hqs_sdk_server.files import INTERNAL, FileStore
+    from hqs_sdk_server.files import FileStore
     from hqs_sdk_server.store import now
 
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     migrate(engine)
     with engine.begin() as db:
-        db.execute(users.insert().values(id=1, name="alice", created_at=now()))
-    store = FileStore(engine, tmp_path / "files", b"k" * 32, 60)
+        if db.execute(users.select()).first() is None:
+            db.execute(users.insert().values(id=1, name="alice", created_at=now()))
+    return FileStore(engine, tmp_path / "files", b"k" * 32, 60)
+
+
+def _stage_unhashed(store: Any, content: bytes, name: str = "up.bin") -> Any:
+    """An upload kept as a service that stopped before hashing it leaves it."""
+    store._hash_soon = lambda file_id: None
+    receiver = store.receive(1, None, name)
+    receiver.write([content])
+    row = receiver.finish()
+    del store._hash_soon
+    assert row.sha256 is None and (store.staged / row.id).is_file()
+    return row
+
+
+def test_a_restart_hashes_the_uploads_left_unhashed_and_clears_left_overs(
+        tmp_path: Path) -> None:
+    content = os.urandom(500_000)
+    row = _stage_unhashed(_file_store(tmp_path), content)
+    files = tmp_path / "files"
+    old = time.time() - 2 * 3600
+    for left, age in (("incoming/crashed", old), ("incoming/receiving", None),
+                      ("staged/" + "1" * 32, old)):
+        (files / left).write_bytes(b"x")
+        if age:
+            os.utime(files / left, (age, age))
+    os.utime(files / "staged" / row.id, (old, old))  # old, but not hashed yet: kept
+
+    restarted = _file_store(tmp_path)
+    assert restarted.recover() == 1
+    restarted.close(timeout=30)
+    settled = restarted._row(row.id)
+    assert settled.sha256 == hashlib.sha256(content).hexdigest()
+    assert restarted.blob(settled.sha256).read_bytes() == content
+    assert sorted(p.name for p in files.glob("*/*") if "blobs" not in p.parts) == [
+        "receiving"]
+
+
+def test_readers_of_an_unhashed_upload_wait_for_one_hash(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = _file_store(tmp_path)
+    content = os.urandom(3_000_000)
+    row = _stage_unhashed(store, content)
+    with ThreadPoolExecutor(4) as pool:  # a download, tasks and the background thread at once
+        store._hash_soon(row.id)
+        paths = set(pool.map(lambda _: store.path(row), range(8)))
+    store.close(timeout=30)
+    assert paths == {store.blob(hashlib.sha256(content).hexdigest())}
+    assert [p.read_bytes() == content for p in store.blobs.rglob("*") if p.is_file()] == [True]
+    assert not list(store.staged.iterdir())
+
+
+def test_an_upload_whose_content_is_gone_says_so(tmp_path: Path) -> None:
+    from hqs_sdk_server.problems import ApiError
+
+    store = _file_store(tmp_path)
+    row = _stage_unhashed(store, b"lost")
+    (store.staged / row.id).unlink()
+    with pytest.raises(ApiError, match="missing from the service's store; upload the file again"):
+        store.path(row)
+
+
+def test_a_task_cannot_hand_out_files_outside_its_folder(tmp_path: Path) -> None:
+    from hqs_sdk_server.files import INTERNAL
+
+    store = _file_store(tmp_path)
     folder = tmp_path / "work" / "executions" / "run1"
     (folder / "files").mkdir(parents=True)
     (folder / "files" / "result.txt").write_text("result")

@@ -15,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 from hqs_sdk_server.auth import create_token
 from hqs_sdk_server.db import executions, make_engine, migrate, users
-from hqs_sdk_server.files import FileStore
+from hqs_sdk_server.files import INTERNAL, FileStore
 from hqs_sdk_server.leader import Leadership
 from hqs_sdk_server.scheduler import Scheduler
 from hqs_sdk_server.store import Store
 
 from hqs_sdk.config import BackendConfigurationLocal
+from hqs_sdk.fileref import FileRef
 from hqs_sdk.testing import tasks
 from hqs_sdk.testing.backend_contract import make_request
 
@@ -163,3 +164,22 @@ def test_a_cancel_reaches_a_running_execution_between_submissions(one_slot: Part
     finally:
         stop.set()
         thread.join()
+
+
+def test_an_input_whose_upload_lost_its_content_fails_alone(two_slots: Parts) -> None:
+    files = two_slots.scheduler.files
+    files._hash_soon = lambda file_id: None  # type: ignore[method-assign]  # stays unhashed
+    receiver = files.receive(two_slots.user_id, None, "gone.txt")
+    receiver.write([b"written, then lost"])
+    row = receiver.finish()
+    (files.staged / row.id).unlink()
+    request = make_request(tasks.read_text, ref=FileRef(INTERNAL + row.id))
+    two_slots.store.submit(two_slots.user_id, [request])
+    fine = two_slots.submit(0.1)
+    two_slots.wait_for(request.execution_id, "failed")
+    two_slots.wait_for(fine, "succeeded")
+    with two_slots.engine.connect() as db:
+        response = json.loads(db.execute(sa.select(executions.c.response).where(
+            executions.c.id == request.execution_id)).scalar_one())
+    assert response["error"]["kind"] == "input_missing"
+    assert "upload the file again" in response["error"]["message"]

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,23 @@ def test_the_migrations_build_exactly_the_tables_the_code_uses(tmp_path: Path) -
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), metadata)
     assert diff == []
+
+
+def test_files_stored_before_the_unhashed_uploads_migration_are_kept(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from hqs_sdk_server.db import files, make_engine, migrate, users
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine, "0002")
+    row = {"user_id": 1, "sha256": "a" * 64, "size": 3, "name": "kept.txt",
+           "created_at": datetime.now(UTC)}
+    with engine.begin() as db:
+        db.execute(users.insert().values(id=1, name="alice", created_at=datetime.now(UTC)))
+        db.execute(files.insert().values(id="1" * 32, **row))
+    migrate(engine)
+    with engine.begin() as db:
+        assert db.execute(sa.select(files.c.sha256).where(files.c.id == "1" * 32)
+                          ).scalar_one() == "a" * 64
+        # Now allowed: an upload not hashed yet, and the same content and name twice.
+        db.execute(files.insert().values(id="2" * 32, **row | {"sha256": None}))
+        db.execute(files.insert().values(id="3" * 32, **row))
