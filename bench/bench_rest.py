@@ -14,7 +14,8 @@
   starts after ``os.sync()``, so none pays for the write-back of the one before, and the
   service and the bare endpoints take turns going first. The service's download is timed once
   the service has hashed the upload (it answers an upload before hashing it; a download that
-  came first would wait for the hash), and the time until then is reported too.
+  came first would wait for the hash), and the time until then is reported too. Each repeat
+  uploads new content, and starts with the same page cache (see ``_drop_cached``).
 
 Executions are ``tasks.sleep`` behind ``--max-running 1``, so they queue; every one is
 cancelled before the service stops, so no worker outlives the benchmark.
