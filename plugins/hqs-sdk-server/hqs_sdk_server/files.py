@@ -16,6 +16,7 @@ NULL SHA-256: hashing a GiB costs 0.6 CPU-seconds, which made uploads take twice
 a task, waits for that hash (:meth:`FileStore.settle`), so nothing outside this module ever sees
 a staged file. Each step can be repeated after a crash: the staged file goes only after the row
 has its hash, and the service hashes what is left at its next start.
+
 Stored requests and responses name files ``hqs-file:<id>``; the service turns that into a path
 for the worker and into a signed URL for the client::
 
