@@ -361,17 +361,27 @@ def test_a_restart_hashes_the_uploads_left_unhashed_and_clears_left_overs(
         "receiving"]
 
 
-def test_readers_of_an_unhashed_upload_wait_for_one_hash(tmp_path: Path) -> None:
+def test_readers_of_an_unhashed_upload_wait_for_one_hash(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     store = _file_store(tmp_path)
     content = os.urandom(3_000_000)
     row = _stage_unhashed(store, content)
+    hashed = []
+    file_digest = hashlib.file_digest
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        hashed.append(1)
+        return file_digest(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "file_digest", counted)
     with ThreadPoolExecutor(4) as pool:  # a download, tasks and the background thread at once
         store._hash_soon(row.id)
         paths = set(pool.map(lambda _: store.path(row), range(8)))
     store.close(timeout=30)
     assert paths == {store.blob(hashlib.sha256(content).hexdigest())}
+    assert len(hashed) == 1
     assert [p.read_bytes() == content for p in store.blobs.rglob("*") if p.is_file()] == [True]
     assert not list(store.staged.iterdir())
 
