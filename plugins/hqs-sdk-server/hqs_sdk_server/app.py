@@ -43,7 +43,6 @@ __all__ = ["ApiError", "create_app"]
 log = logging.getLogger("hqs_sdk_server")
 
 
-
 class _Writer:
     """Writes an upload's pieces to disk in a thread of its own, at most ``depth`` behind.
 
@@ -66,7 +65,7 @@ class _Writer:
         while (piece := self._pieces.get()) is not None:
             if self._error is None:
                 try:
-                    self._receiver.write([piece])
+                    self._receiver.write(piece)
                 except BaseException as exc:  # raised by the next put() or close()
                     self._error = exc
             self._loop.call_soon_threadsafe(self._room.release)

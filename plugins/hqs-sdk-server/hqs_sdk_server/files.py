@@ -155,7 +155,7 @@ class FileStore:
         """The blob and name a signed URL gives access to; 403 or 404 otherwise."""
         if not _EXPIRES.fullmatch(expires):
             raise ApiError(400, "bad_parameter", f"expires={expires[:20]!r} is not a time")
-        row = self._row(file_id) if _FILE_ID.fullmatch(file_id) else None
+        row = self._row(file_id)
         if row is None:
             raise ApiError(404, "not_found", f"there is no file {file_id[:40]!r}")
         if not self._verify(row, int(expires), signature):
@@ -178,6 +178,9 @@ class FileStore:
         return self.blob(self.settle(row).sha256)
 
     def _row(self, file_id: str) -> Any:
+        """The file with this id, or None (also for a string that is not an id)."""
+        if not _FILE_ID.fullmatch(file_id):
+            return None
         with self.engine.connect() as db:
             return db.execute(sa.select(files).where(files.c.id == file_id)).first()
 
@@ -190,7 +193,7 @@ class FileStore:
 
     def row_of(self, user_id: int, file_id: str) -> Any:
         """The user's file with this id, or None (also when it is another user's)."""
-        row = self._row(file_id) if _FILE_ID.fullmatch(file_id) else None
+        row = self._row(file_id)
         return row if row is not None and row.user_id == user_id else None
 
     def _insert(self, user_id: int, sha256: str | None, size: int, name: str,
@@ -338,7 +341,7 @@ class FileStore:
         try:
             with FileRef(location).open() as src:
                 while chunk := src.read(_CHUNK):
-                    receiver.write([chunk])
+                    receiver.write(chunk)
         except BaseException:
             receiver.abort()
             raise
@@ -442,11 +445,6 @@ class FileStore:
         return map_filerefs(value, convert)
 
 
-def _hash_all(digest: Any, pieces: Sequence[bytes]) -> None:
-    for piece in pieces:
-        digest.update(piece)
-
-
 class Receiver:
     """Writes a file to ``files/incoming``, then keeps it as the user's file.
 
@@ -464,18 +462,16 @@ class Receiver:
         self.digest = None if staged else hashlib.sha256()
         self.size = 0
 
-    def write(self, pieces: Sequence[bytes]) -> None:
-        """Write the next pieces of the file, and hash them at the same time: hashing takes
-        about as long as writing, and both let go of the GIL."""
-        hashing = None if self.digest is None else _hashers.submit(_hash_all, self.digest,
-                                                                  pieces)
+    def write(self, piece: bytes) -> None:
+        """Write the next piece of the file, and hash it at the same time: hashing takes about
+        as long as writing, and both let go of the GIL."""
+        hashing = None if self.digest is None else _hashers.submit(self.digest.update, piece)
         try:
-            for piece in pieces:
-                self.file.write(piece)
+            self.file.write(piece)
         finally:
             if hashing is not None:
                 hashing.result()
-        self.size += sum(len(piece) for piece in pieces)
+        self.size += len(piece)
 
     def abort(self) -> None:
         self.file.close()

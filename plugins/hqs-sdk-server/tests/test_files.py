@@ -331,7 +331,7 @@ def _stage_unhashed(store: Any, content: bytes, name: str = "up.bin") -> Any:
     """An upload kept as a service that stopped before hashing it leaves it."""
     store._hash_soon = lambda file_id: None
     receiver = store.receive(1, None, name)
-    receiver.write([content])
+    receiver.write(content)
     row = receiver.finish()
     del store._hash_soon
     assert row.sha256 is None and (store.staged / row.id).is_file()

@@ -170,7 +170,7 @@ def test_an_input_whose_upload_lost_its_content_fails_alone(two_slots: Parts) ->
     files = two_slots.scheduler.files
     files._hash_soon = lambda file_id: None  # type: ignore[method-assign]  # stays unhashed
     receiver = files.receive(two_slots.user_id, None, "gone.txt")
-    receiver.write([b"written, then lost"])
+    receiver.write(b"written, then lost")
     row = receiver.finish()
     (files.staged / row.id).unlink()
     request = make_request(tasks.read_text, ref=FileRef(INTERNAL + row.id))
