@@ -80,8 +80,54 @@ class Cache(abc.ABC):
     def entries(self) -> Iterator[CacheEntry]:
         """Iterate over all entries without loading them all into memory at once."""
 
+    def claim(self, entry: CacheEntry, replaces: CacheEntry | None = None) -> CacheEntry | None:
+        """Store ``entry`` only if the stored entry is still the one the caller saw.
+
+        If ``replaces`` is ``None``, ``entry`` is stored only when no entry exists for
+        ``entry.key``; otherwise only when the stored entry is ``replaces`` (the same
+        ``request.execution_id``). Returns ``None`` when ``entry`` was stored, else the entry that
+        is stored (and nothing is written). The runner uses it so that of two processes making the
+        same new call exactly one submits and the other re-attaches.
+
+        This default is a get/compare/put under a lock local to this process: atomic between the
+        threads of one process only. A cache shared by several processes overrides it with an
+        atomic operation of its store (a transaction, a file lock); see
+        :class:`hqs_sdk.testing.CacheContract`, whose cross-process claim test is skipped for a
+        cache that keeps this default.
+        """
+        with _claim_lock(self):
+            stored = self.get(entry.key)
+            if not _is_claimable(stored, replaces):
+                return stored
+            self.put(entry)
+            return None
+
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release files and connections."""
+
+
+def _is_claimable(stored: CacheEntry | None, replaces: CacheEntry | None) -> bool:
+    """Whether :meth:`Cache.claim` may write over ``stored`` when the caller saw ``replaces``."""
+    if stored is None:
+        return replaces is None
+    return replaces is not None and (
+        stored.request.execution_id == replaces.request.execution_id
+    )
+
+
+_claim_locks: dict[tuple[type, str], threading.Lock] = {}
+_claim_locks_guard = threading.Lock()
+
+
+def _claim_lock(cache: Cache) -> threading.Lock:
+    """The process-local lock of the default :meth:`Cache.claim` for ``cache``'s storage (two
+    instances opened on the same store share it)."""
+    key = (type(cache), cache.config.identity())
+    with _claim_locks_guard:
+        lock = _claim_locks.get(key)
+        if lock is None:
+            lock = _claim_locks[key] = threading.Lock()
+        return lock
 
 
 @attrs.frozen
@@ -178,10 +224,24 @@ class MemoryCache(Cache):
         return None if text is None else decode_entry(text, "in memory")
 
     def put(self, entry: CacheEntry) -> None:
-        self._store[entry.key] = encode_entry(entry)
+        text = encode_entry(entry)
+        with self._lock:
+            self._store[entry.key] = text
+
+    def claim(self, entry: CacheEntry, replaces: CacheEntry | None = None) -> CacheEntry | None:
+        """Atomic between threads (the store lives in this process only)."""
+        text = encode_entry(entry)
+        with self._lock:
+            stored_text = self._store.get(entry.key)
+            stored = None if stored_text is None else decode_entry(stored_text, "in memory")
+            if not _is_claimable(stored, replaces):
+                return stored
+            self._store[entry.key] = text
+            return None
 
     def delete(self, key: str) -> bool:
-        return self._store.pop(key, None) is not None
+        with self._lock:
+            return self._store.pop(key, None) is not None
 
     def entries(self) -> Iterator[CacheEntry]:
         for text in list(self._store.values()):
