@@ -27,10 +27,13 @@ __all__ = [
     "CacheSpec",
     "FileCacheConfiguration",
     "MemoryCache",
+    "caches_record_path",
+    "close_caches",
     "decode_entry",
     "default_cache_path",
     "encode_entry",
     "open_cache",
+    "recorded_caches",
 ]
 
 
@@ -161,12 +164,35 @@ def decode_entry(text: str | bytes, source: str) -> CacheEntry:
 
 
 def default_cache_path(filename: str) -> str:
-    """``filename`` beside the running script, or in the working directory (Jupyter, REPL)."""
+    """Where a cache file named ``filename`` goes by default.
+
+    Beside the running script when Python was started with a script file (``python
+    path/to/script.py``); otherwise (an interactive interpreter, ``python -c``, ``python -m
+    module`` such as ``python -m asyncio``, Jupyter) in the current working directory. A module
+    run with ``-m`` lives inside an installed package, often the standard library, which is never
+    the place for a user's cache.
+    """
+    script = _script_file()
+    if script is not None:
+        return os.path.join(os.path.dirname(script), filename)
+    return os.path.abspath(filename)
+
+
+def _script_file() -> str | None:
+    """The absolute path of the script Python runs, if it was started with a script file."""
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
-    if script and not os.path.basename(script).startswith("ipykernel"):
-        return os.path.join(os.path.dirname(os.path.abspath(script)), filename)
-    return os.path.abspath(filename)
+    if not script:
+        return None  # REPL, python -c, stdin, embedded interpreters
+    # With ``-m`` (runpy) __main__ has a __spec__ naming the module, and sys.argv[0] is that
+    # module's file; with a script file (or a folder/zip given as path) __spec__ is None, except
+    # for a folder or zip with __main__.py, whose spec name is "__main__".
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name != "__main__":
+        return None
+    if os.path.basename(script).startswith("ipykernel"):
+        return None
+    return os.path.abspath(script)
 
 
 def _file_validator(_: Any, __: Any, value: Any) -> None:
@@ -249,34 +275,158 @@ class MemoryCache(Cache):
 
 
 _open_caches: dict[tuple[type, str], Cache] = {}
-_open_lock = threading.Lock()
+# One lock per store, so that opening one cache never waits for another store to open, and a
+# cache that opens other caches while it opens (``chained``) does not wait for itself. The
+# guard is held only to look up or create a store's lock, never while a cache opens.
+_open_locks: dict[tuple[type, str], threading.RLock] = {}
+_open_guard = threading.Lock()
+_atexit_registered = False
 
 
 def open_cache(config: CacheConfiguration) -> Cache:
-    """The process-wide :class:`Cache` for ``config`` (opened once, reused, closed at exit)."""
+    """The process-wide :class:`Cache` for ``config`` (opened once, reused, closed at exit).
+
+    Safe to call from the ``__init__`` of a cache that opens other caches (``chained`` does);
+    opening different stores at once from several threads proceeds in parallel. A cache kept
+    in one file (:class:`FileCacheConfiguration`) is also recorded in the list of
+    :func:`recorded_caches`.
+    """
+    global _atexit_registered
     key = (type(config), config.identity())
     cache = _open_caches.get(key)
     if cache is not None:
         return cache
-    with _open_lock:
+    with _open_guard:
+        lock = _open_locks.setdefault(key, threading.RLock())
+    with lock:
         cache = _open_caches.get(key)
-        if cache is None:
-            from hqs_sdk.plugins import registry
+        if cache is not None:
+            return cache
+        from hqs_sdk.plugins import registry
 
-            spec = registry().cache_spec_for(config)
-            cache = spec.cache_class(config)
-            if not _open_caches:
+        spec = registry().cache_spec_for(config)
+        cache = spec.cache_class(config)
+        with _open_guard:
+            if not _atexit_registered:
                 import atexit
 
                 atexit.register(close_caches)
+                _atexit_registered = True
             _open_caches[key] = cache
+    if isinstance(config, FileCacheConfiguration):
+        _record_cache(spec.name, config.path())
     return cache
 
 
 def close_caches() -> None:
-    """Close every cache opened by :func:`open_cache` (also run at interpreter exit)."""
-    with _open_lock:
+    """Close every cache opened by :func:`open_cache` (also run at interpreter exit).
+
+    The most recently opened close first, so a cache that uses other caches (``chained``)
+    closes before them.
+    """
+    with _open_guard:
         caches = list(_open_caches.values())
         _open_caches.clear()
-    for cache in caches:
+    for cache in reversed(caches):
         cache.close()
+
+
+# -- the record of file caches this user's scripts opened ------------------------------------
+#
+# Tools that clean up after executions (``hqs-sdk local prune``) must not delete what a cached
+# result still points to, so they need to know which cache files exist. Every process that opens
+# a file cache through open_cache appends "<plugin>\t<absolute path>" to one text file, once:
+# the file is read at most once per process (to skip lines already there) and appended to at
+# most once per cache. Duplicates from processes racing are harmless: readers deduplicate.
+
+_recorded: set[tuple[str, str]] | None = None
+_record_lock = threading.Lock()
+
+
+def caches_record_path() -> str:
+    """The file that lists the file caches opened by this user's scripts:
+    ``$XDG_CACHE_HOME/hqs-sdk/caches.txt`` (``~/.cache/hqs-sdk/caches.txt`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "hqs-sdk", "caches.txt")
+
+
+def _read_record(path: str) -> list[tuple[str, str]]:
+    """The (plugin, path) lines of the record, in order, without duplicates or bad lines."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return []
+    seen: dict[tuple[str, str], None] = {}
+    for line in lines:
+        name, tab, file_path = line.partition("\t")
+        if tab and name and os.path.isabs(file_path):
+            seen.setdefault((name, file_path), None)
+    return list(seen)
+
+
+def _record_cache(name: str, file_path: str) -> None:
+    """Add (plugin ``name``, ``file_path``) to the record unless it is there; never raises."""
+    global _recorded
+    import logging
+
+    item = (name, file_path)
+    if "\t" in name or "\n" in name or "\n" in file_path or "\t" in file_path:
+        return  # would break the line format; such paths are not worth a record
+    with _record_lock:
+        if _recorded is not None and item in _recorded:
+            return
+        record = caches_record_path()
+        try:
+            if _recorded is None:
+                _recorded = set(_read_record(record))
+                if item in _recorded:
+                    return
+            _recorded.add(item)
+            os.makedirs(os.path.dirname(record), exist_ok=True)
+            # One write of one short line in append mode: lines of racing processes never mix.
+            fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{name}\t{file_path}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            logging.getLogger(__name__).debug("cannot record the cache %s in %s: %s",
+                                              file_path, record, exc)
+
+
+def recorded_caches() -> list[CacheConfiguration]:
+    """Configurations of the file caches this user's scripts opened whose files still exist.
+
+    Built from :func:`caches_record_path` through the plugin registry
+    (``registry().caches[name].configuration_class(file=path)``); caches of plugins that are
+    not installed any more are skipped. Meant for tools such as ``hqs-sdk local prune`` that
+    must know which results are still cached. Example::
+
+        for config in recorded_caches():
+            for entry in open_cache(config).entries():
+                ...
+    """
+    from hqs_sdk.plugins import registry
+
+    caches = registry().caches
+    configs: list[CacheConfiguration] = []
+    for name, file_path in _read_record(caches_record_path()):
+        spec = caches.get(name)
+        if spec is None or not issubclass(spec.configuration_class, FileCacheConfiguration):
+            continue
+        config = spec.configuration_class(file=file_path)
+        if _store_exists(config, file_path):
+            configs.append(config)
+    return configs
+
+
+def _store_exists(config: CacheConfiguration, file_path: str) -> bool:
+    """Whether the store of ``config`` is on disk (a plugin may keep ``<file>.<suffix>`` files)."""
+    if os.path.exists(file_path):
+        return True
+    folder, base = os.path.split(file_path)
+    try:
+        return any(n.startswith(base + ".") for n in os.listdir(folder or "."))
+    except OSError:
+        return False
