@@ -9,8 +9,14 @@ Examples::
     hqs-sdk cache rm --failed
 
 Cache commands work on ``.hqs_sdk_cache.db`` in the current folder unless ``--file`` (and
-``--type``, when the file's name does not tell) say otherwise. Plugins add commands of their own
-through the ``hqs_sdk_cli_commands`` hook (``hqs-sdk login`` of hqs-sdk-rest, for example).
+``--type``, when the file's name does not tell) say otherwise; both may stand before or after
+the cache subcommand. Plugins add commands of their own through the ``hqs_sdk_cli_commands``
+hook (``hqs-sdk login`` of hqs-sdk-rest, ``hqs-sdk local prune`` of hqs-sdk-local).
+
+Exit codes: 0 done, 1 an error (one line on stderr saying what to do), 2 a usage mistake,
+130 interrupted (Ctrl+C), 141 the reader of the output went away (``hqs-sdk cache list |
+head -1``): the same code a shell shows for a tool stopped by SIGPIPE, so ``set -o pipefail``
+scripts see what happened, but without a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,7 +35,17 @@ from hqs_sdk.errors import HqsSdkError, PluginConflictError
 if TYPE_CHECKING:
     import pluggy
 
+    from hqs_sdk.cache import Cache, CacheConfiguration
+
+__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "cache_configuration", "main"]
+
 log = logging.getLogger("hqs_sdk")
+
+EXIT_BROKEN_PIPE = 141
+"""Exit code when the output's reader went away: 128 + SIGPIPE, as a shell shows for ``head``'s
+writers."""
+
+_DEFAULT_CACHE_FILE = ".hqs_sdk_cache.db"
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -50,19 +67,84 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _takes_file(configuration_class: type) -> bool:
+    import inspect
+
+    import attrs
+
+    if attrs.has(configuration_class):
+        return "file" in attrs.fields_dict(configuration_class)
+    try:
+        return "file" in inspect.signature(configuration_class).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _file_exists(path: str) -> bool:
+    """True when ``path`` or a file that a dbm-style store derives from it (``path.*``) exists."""
+    if os.path.exists(path):
+        return True
+    folder, name = os.path.split(path)
+    try:
+        return any(f.startswith(name + ".") and not f.endswith(".lock")
+                   for f in os.listdir(folder or "."))
+    except OSError:
+        return False
+
+
+def cache_configuration(file: str | None = None, kind: str | None = None) -> CacheConfiguration:
+    """The configuration of the cache kept in ``file``, for commands that work on cache files.
+
+    Args:
+        file: the cache's file; default: the default file of ``kind`` (``.hqs_sdk_cache.db``
+            when ``kind`` is not given either) in the current folder.
+        kind: the cache plugin's name (``sqlite``, ``shelve``, ...); default: ``shelve`` when
+            the file's name contains ``.shelve``, else ``sqlite``.
+
+    Raises:
+        HqsSdkError: no such plugin, a plugin whose caches have no file (``memory``,
+            ``chained``), or no such file. The message says what to pass instead.
+    """
     from hqs_sdk.plugins import registry
 
-    path = os.path.abspath(args.file)
-    kind = args.type or ("shelve" if ".shelve" in os.path.basename(path) else "sqlite")
-    spec = registry().caches.get(kind)
+    caches = registry().caches
+    file_kinds = sorted(name for name, spec in caches.items()
+                        if _takes_file(spec.configuration_class))
+    if kind is None:
+        kind = "shelve" if file and ".shelve" in os.path.basename(file) else "sqlite"
+        guessed = True
+    else:
+        guessed = False
+    spec = caches.get(kind)
     if spec is None:
-        raise HqsSdkError(f"no cache plugin named {kind!r} is installed; "
-                          f"installed: {', '.join(sorted(registry().caches))}")
-    if not os.path.exists(path) and kind == "sqlite":
-        raise HqsSdkError(f"there is no cache file {path}; pass --file with the cache's path")
-    config = spec.configuration_class(file=path)  # type: ignore[call-arg]
-    return spec.cache_class(config)
+        installed = ", ".join(sorted(caches)) or "none"
+        hint = (f"pass --type with one of: {', '.join(file_kinds)}" if guessed and file_kinds
+                else f"installed cache plugins: {installed}")
+        raise HqsSdkError(f"no cache plugin named {kind!r} is installed ({hint}); "
+                          f"`pip install hqs-sdk-{kind}` if that is the one you mean")
+    if not _takes_file(spec.configuration_class):
+        why = {"memory": "it lives inside the process that uses it",
+               "chained": "it is a list of other caches; give one of their files instead"}.get(
+                   kind, f"its {spec.configuration_class.__name__} takes no file")
+        raise HqsSdkError(f"the {kind!r} cache has no file to open ({why}); `hqs-sdk cache` "
+                          f"works on cache files: --type {' or '.join(file_kinds) or '<none>'} "
+                          f"with --file PATH")
+    default_file = getattr(spec.configuration_class, "default_file", None) or _DEFAULT_CACHE_FILE
+    path = os.path.abspath(file or default_file)
+    if os.path.isdir(path):
+        raise HqsSdkError(f"{path} is a folder; pass --file with the path of a cache file")
+    if not _file_exists(path):
+        raise HqsSdkError(f"there is no cache file {path}; pass --file with the cache's path "
+                          "(scripts keep theirs beside them, `.hqs_sdk_cache.db` by default)")
+    config: CacheConfiguration = spec.configuration_class(file=path)  # type: ignore[call-arg]
+    return config
+
+
+def _open(args: argparse.Namespace) -> Cache:
+    from hqs_sdk.plugins import registry
+
+    config = cache_configuration(getattr(args, "file", None), getattr(args, "type", None))
+    return registry().cache_spec_for(config).cache_class(config)
 
 
 def _cmd_cache_list(args: argparse.Namespace) -> int:
@@ -101,7 +183,8 @@ def _cmd_cache_show(args: argparse.Namespace) -> int:
 
 def _cmd_cache_rm(args: argparse.Namespace) -> int:
     if bool(args.keys) == bool(args.failed):
-        print("give cache keys or --failed (not both)", file=sys.stderr)
+        print("hqs-sdk cache rm: give cache keys or --failed (not both); `hqs-sdk cache list` "
+              "shows the keys", file=sys.stderr)
         return 2
     cache = _open(args)
     try:
@@ -165,6 +248,14 @@ def _add_plugin_commands(sub: _Commands, pm: pluggy.PluginManager) -> None:
     sub.adding_for = "hqs-sdk"
 
 
+def _add_cache_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--file", default=default,
+                        help="cache file (default: .hqs_sdk_cache.db in this folder)")
+    parser.add_argument("--type", default=default,
+                        help="cache plugin name, e.g. sqlite or shelve (default: shelve when the "
+                             "file name contains .shelve, else sqlite)")
+
+
 def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
     """The argument parser with the commands of every plugin (for documentation and tests).
 
@@ -179,18 +270,22 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     plugins.set_defaults(handler=_cmd_plugins)
 
     cache = sub.add_parser("cache", help="inspect and clean the client-side cache")
-    cache.add_argument("--file", default=".hqs_sdk_cache.db",
-                       help="cache file (default: .hqs_sdk_cache.db in this folder)")
-    cache.add_argument("--type", help="cache plugin name (default: from the file name)")
-    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
-    listing = cache_sub.add_parser("list", help="one line per entry")
+    _add_cache_options(cache, argparse.SUPPRESS)
+    # The same options after the subcommand (`cache list --file X`), where users type them.
+    # SUPPRESS keeps a subcommand's absent option from overwriting the one given before it.
+    cache_options = argparse.ArgumentParser(add_help=False)
+    _add_cache_options(cache_options, argparse.SUPPRESS)
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="SUBCOMMAND")
+    listing = cache_sub.add_parser("list", help="one line per entry", parents=[cache_options])
     listing.add_argument("--state", help="only entries in this state (e.g. failed)")
     listing.add_argument("--task", help="only entries of this task")
     listing.set_defaults(handler=_cmd_cache_list)
-    show = cache_sub.add_parser("show", help="one entry in full, as JSON")
+    show = cache_sub.add_parser("show", help="one entry in full, as JSON",
+                                parents=[cache_options])
     show.add_argument("key")
     show.set_defaults(handler=_cmd_cache_show)
-    rm = cache_sub.add_parser("rm", help="remove entries (the executions are not touched)")
+    rm = cache_sub.add_parser("rm", help="remove entries (the executions are not touched)",
+                              parents=[cache_options])
     rm.add_argument("keys", nargs="*")
     rm.add_argument("--failed", action="store_true",
                     help="remove every failed, timed-out or cancelled entry")
@@ -205,8 +300,30 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point of ``hqs-sdk``."""
+def _pipe_closed(stream: Any) -> bool:
+    """True when ``stream`` is a pipe or socket whose reader has gone away."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_closed_pipes() -> None:
+    """Point stdout and stderr at /dev/null when their readers are gone, so that the flush at
+    interpreter exit does not print "Exception ignored ... BrokenPipeError"."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if _pipe_closed(stream):
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -221,6 +338,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nhqs-sdk: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``hqs-sdk``: run one command and return its exit code.
+
+    Every command, a plugin's too, exits with :data:`EXIT_BROKEN_PIPE` and no traceback when
+    the reader of its output goes away (``hqs-sdk cache list | head -1``).
+    """
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            # Flush here, not at exit, so a reader that left shows up as an exception we catch.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not (_pipe_closed(sys.stdout) or _pipe_closed(sys.stderr)):
+            raise  # some other pipe (a plugin's socket or subprocess): a real error
+        _quiet_closed_pipes()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -144,3 +148,67 @@ def test_a_plugin_whose_hook_fails_is_skipped_with_a_warning(
     assert capsys.readouterr().out == "Hello, world!\n"
     assert "skipping the commands of plugin 'broken'" in caplog.text
     assert "RuntimeError: boom" in caplog.text
+
+
+_CHATTY_PLUGIN = textwrap.dedent("""
+    import sys
+
+    from hqs_sdk import hookimpl
+    from hqs_sdk.cli import main
+    from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
+
+    def chat(args):
+        for number in range(100_000):
+            print("line", number)
+        return 0
+
+    def own_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe (the plugin's own connection)")
+
+    class Chatty:
+        @hookimpl
+        def hqs_sdk_cli_commands(self, subparsers):
+            subparsers.add_parser("chat").set_defaults(handler=chat)
+            subparsers.add_parser("own-pipe").set_defaults(handler=own_pipe)
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(Chatty(), name="chatty")
+    with use_plugin_manager(pm):
+        sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _run_plugin_command(command: str, stdout: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _CHATTY_PLUGIN, command], stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+def test_a_plugin_command_whose_reader_goes_away_exits_141_without_a_traceback() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `hqs-sdk chat | head -1` after head has its line
+    try:
+        done = _run_plugin_command("chat", write_end)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
+
+
+def test_a_broken_pipe_that_is_not_the_output_stays_an_error() -> None:
+    done = _run_plugin_command("own-pipe", subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert "the plugin's own connection" in done.stderr
+
+
+def test_the_cache_options_are_accepted_before_and_after_the_subcommand(
+    pm: PluginManager,
+) -> None:
+    parser = build_parser(pm)
+    for argv in (["cache", "--file", "a.db", "--type", "sqlite", "list"],
+                 ["cache", "list", "--file", "a.db", "--type", "sqlite"],
+                 ["cache", "--type", "sqlite", "show", "KEY", "--file", "a.db"],
+                 ["cache", "--file", "a.db", "rm", "--failed", "--type", "sqlite"]):
+        args = parser.parse_args(argv)
+        assert (args.file, args.type) == ("a.db", "sqlite"), argv
+    args = parser.parse_args(["cache", "list"])
+    assert getattr(args, "file", None) is None and getattr(args, "type", None) is None
