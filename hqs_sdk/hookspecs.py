@@ -116,6 +116,37 @@ def hqs_sdk_file_openers() -> Iterable[FileOpenerSpec]:  # type: ignore[empty-bo
     """
 
 
+@hookspec(firstresult=True)
+def hqs_sdk_file_identity(location: str) -> str | None:
+    """Say what stays the same for the file at the URL ``location``, for cache keys.
+
+    A file reference in a task's input enters the call's cache key by the file's stable
+    identity, never by parts of its URL that change while the file does not (a signature, an
+    expiry): otherwise a refreshed URL would run every task downstream again. The core hashes
+    local files itself and asks this hook only for URLs. Return a string that is the same for
+    every URL of one unchanged file and differs between files (a file id, or a content hash
+    with a scheme of your own), or ``None`` for a URL your plugin does not own; the first
+    answer that is not ``None`` wins, and with none the whole URL is the identity.
+
+    Keep it quick and offline: it runs in every call that takes such a URL, before the cache
+    is asked.
+
+    Example::
+
+        from urllib.parse import urlsplit
+
+        from hqs_sdk import hookimpl
+
+        @hookimpl
+        def hqs_sdk_file_identity(location):
+            # https://files.example.org/objects/<id>?token=...&expires=...
+            parts = urlsplit(location)
+            if parts.netloc == "files.example.org" and parts.path.startswith("/objects/"):
+                return f"https://files.example.org{parts.path}"
+            return None
+    """
+
+
 @hookspec
 def hqs_sdk_on_event(event: Event) -> None:
     """Observe every lifecycle event (see :mod:`hqs_sdk.events`).

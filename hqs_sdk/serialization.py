@@ -25,6 +25,7 @@ __all__ = [
     "converter",
     "find_json_problem",
     "from_json_value",
+    "to_checked_json_value",
     "to_json_value",
 ]
 
@@ -37,6 +38,25 @@ def _text(value: Any, kind: type) -> Any:
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__} {value!r:.40}")
     return value
+
+
+_EXACT: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (float, int)}
+
+
+def _strict_scalar(value: Any, kind: type) -> Any:
+    """A bool, int or float field takes only that JSON type (an int is fine for a float; a bool
+    is no number), where cattrs would make ``bool("false")`` (True) or ``int("3")``. Subclasses
+    (an IntEnum, which comes here too) are made as cattrs makes them."""
+    accepted = _EXACT.get(kind)
+    if accepted is None:
+        return kind(value)
+    if not _fits(value, accepted, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r:.40}")
+    return float(value) if kind is float else value
+
+
+def _fits(value: Any, accepted: tuple[type, ...], kind: type) -> bool:
+    return isinstance(value, accepted) and (kind is bool or not isinstance(value, bool))
 
 
 def _arrays_only(kind: Any, conv: cattrs.Converter) -> Any:
@@ -65,6 +85,9 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(FileRef, lambda v, _: FileRef.from_json(v))
     # cattrs would make str({}) of an object given for a str; JSON has the types, so keep them.
     conv.register_structure_hook(str, _text)
+    # cattrs' own hooks call bool("false") (True) and int("3"); JSON has the types, keep them.
+    for kind in _EXACT:
+        conv.register_structure_hook(kind, _strict_scalar)
     conv.register_structure_hook_factory(lambda t: t is list or get_origin(t) is list,
                                          _arrays_only)
     # Untyped positions (Any) hold plain JSON already; pass them through as they are.
@@ -136,6 +159,39 @@ def to_json_value(value: Any, annotation: Any, where: str) -> Any:
     return data
 
 
+def to_checked_json_value(value: Any, annotation: Any, where: str) -> Any:
+    """:func:`to_json_value`, then checked against ``annotation`` as the worker will read it.
+
+    Unstructuring does not look at types (a ``"false"`` in a ``bool`` field goes out as it is),
+    so the JSON is structured back with the same strict converter the worker uses: a value of
+    the wrong type is refused at the call, naming the position, the expected and the given type.
+    """
+    data = to_json_value(value, annotation, where)
+    try:
+        converter.structure(data, annotation)
+    except Exception as exc:
+        raise SerializationError(
+            f"{where} does not fit its declared type {_type_name(annotation)}: "
+            f"{_problems(exc)}; values are not converted silently, so pass the declared types"
+        ) from exc
+    return data
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else repr(annotation)
+
+
+def _problems(exc: Exception) -> str:
+    """What cattrs found wrong, each with its position (``$.corners[0].x: expected float, got
+    str '1'``)."""
+    if not isinstance(exc, cattrs.BaseValidationError):
+        return str(exc)
+    found = cattrs.transform_error(
+        exc, format_exception=lambda e, _: str(e) if isinstance(e, TypeError | ValueError)
+        else f"{type(e).__name__}: {e}")
+    return "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+
+
 def from_json_value(data: Any, annotation: Any, where: str) -> Any:
     """Structure plain JSON into ``annotation``."""
     if annotation is Any or annotation is None:
@@ -144,5 +200,5 @@ def from_json_value(data: Any, annotation: Any, where: str) -> Any:
         return converter.structure(data, annotation)
     except Exception as exc:
         raise SerializationError(
-            f"{where} does not fit the declared type {annotation!r}: {exc}"
+            f"{where} does not fit the declared type {_type_name(annotation)}: {_problems(exc)}"
         ) from exc

@@ -22,7 +22,40 @@ __all__ = ["Task", "TaskCall", "task"]
 
 R = TypeVar("R")
 
-_JSON_NATIVE = {str, int, float, bool, type(None), dict, list, Any}
+#: Parameter types checked without cattrs: the JSON types a value must be an instance of.
+#: A bool is no int (nor float) here, although Python makes it one; an int is fine for a float.
+_PLAIN: dict[Any, tuple[type, ...]] = {
+    str: (str,), int: (int,), float: (float, int), bool: (bool,), type(None): (type(None),),
+    dict: (dict,), list: (list, tuple),
+}
+
+
+def _checked_plain(value: Any, annotation: Any, where: str) -> Any:
+    """Return ``value`` if it is of the plain type ``annotation``; else raise a
+    :class:`~hqs_sdk.errors.SerializationError` naming the argument and both types.
+
+    Nothing is coerced: ``"false"`` is no bool and ``"3"`` no int, so a task never gets a value
+    its signature did not ask for, and two values the task tells apart never share a key.
+    """
+    if annotation is Any:
+        return value
+    accepted = _PLAIN[annotation]
+    if isinstance(value, accepted) and (annotation is bool or not isinstance(value, bool)):
+        return value
+    from hqs_sdk.errors import SerializationError
+
+    expected = "None" if annotation is type(None) else annotation.__name__
+    hint = ("pass True or False (a text such as 'false' is not turned into a bool)"
+            if annotation is bool
+            else f"convert it before the call if {_article(expected)} is meant")
+    raise SerializationError(
+        f"{where} must be {_article(expected)}, got {type(value).__name__} {value!r:.60}; "
+        f"values are not converted silently: {hint}"
+    )
+
+
+def _article(name: str) -> str:
+    return name if name == "None" else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 class Task(Generic[R]):
@@ -128,7 +161,11 @@ class Task(Generic[R]):
     def bind(self, *args: Any, **kwargs: Any) -> TaskCall[R]:
         """Fix the arguments of one call without running it; see :func:`hqs_sdk.run_many`."""
         from hqs_sdk.cache_key import cache_key_from_canonical
-        from hqs_sdk.serialization import canonical_json, find_json_problem, to_json_value
+        from hqs_sdk.serialization import (
+            canonical_json,
+            find_json_problem,
+            to_checked_json_value,
+        )
 
         if self.fn.__module__ == "__main__":
             from hqs_sdk.errors import ConfigurationError
@@ -142,12 +179,16 @@ class Task(Generic[R]):
         for arg_name, value in self._bind_arguments(args, kwargs).items():
             where = f"argument {arg_name!r} of task {self.name!r}"
             annotation = hints.get(arg_name, Any)
-            if (annotation in _JSON_NATIVE or type(value) in (str, int, bool)) and (
-                find_json_problem(value, where) is None
-            ):
+            if annotation is Any or annotation in _PLAIN:
+                value = _checked_plain(value, annotation, where)
+                problem = find_json_problem(value, where)
+                if problem is not None:
+                    from hqs_sdk.errors import SerializationError
+
+                    raise SerializationError(problem)
                 data[arg_name] = value
             else:
-                data[arg_name] = to_json_value(value, annotation, where)
+                data[arg_name] = to_checked_json_value(value, annotation, where)
         try:
             canonical = canonical_json(data)
         except (TypeError, ValueError) as exc:
@@ -190,8 +231,12 @@ class Task(Generic[R]):
         kwargs: dict[str, Any] = {}
         for arg_name, value in task_input.items():
             annotation = hints.get(arg_name, Any)
-            kwargs[arg_name] = value if annotation in _JSON_NATIVE else _structure(
-                value, annotation, f"argument {arg_name!r} of task {self.name!r}")
+            where = f"argument {arg_name!r} of task {self.name!r}"
+            if annotation is Any or annotation in _PLAIN:
+                value = _checked_plain(value, annotation, where)
+                kwargs[arg_name] = float(value) if annotation is float else value
+            else:
+                kwargs[arg_name] = _structure(value, annotation, where)
         result = self.fn(**kwargs)
         return _unstructure(result, hints.get("return", Any), f"the output of task {self.name!r}")
 

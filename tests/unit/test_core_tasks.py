@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,16 +32,18 @@ def test_key_is_name_version_and_sha256_of_canonical_json() -> None:
     assert call.cache_key == f"echo@{tasks.echo.version}:{expected}"
 
 
-def test_rich_types_become_json_and_key_is_stable() -> None:
+def test_rich_types_become_json_and_key_is_stable(tmp_path: Path) -> None:
     shape = Shape("tri", [Point(0, 0), Point(1, 0)], Colour.RED,
                   datetime(2026, 1, 1, tzinfo=UTC))
-    call = describe.bind(shape, {"a": 1}, FileRef("/data/x.bin"))
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"x")
+    call = describe.bind(shape, {"a": 1}, FileRef(str(data)))
     assert call.input == {
         "shape": {"name": "tri", "corners": [{"x": 0, "y": 0}, {"x": 1, "y": 0}],
                   "colour": "red", "made": "2026-01-01T00:00:00+00:00"},
-        "tags": {"a": 1}, "ref": {"$fileref": "/data/x.bin"},
+        "tags": {"a": 1}, "ref": {"$fileref": str(data)},
     }
-    assert describe.bind(shape, tags={"a": 1}, ref=FileRef("/data/x.bin")) == call
+    assert describe.bind(shape, tags={"a": 1}, ref=FileRef(str(data))) == call
 
 
 def test_worker_side_structures_and_unstructures() -> None:
