@@ -1,4 +1,5 @@
-"""Registers the ``rest`` backend and its ``hqs-sdk`` commands (entry point ``rest``)."""
+"""Registers the ``rest`` backend, its ``hqs-sdk`` commands and the identity of the service's
+file URLs in cache keys (entry point ``rest``)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ def hqs_sdk_cli_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
     from hqs_sdk_rest.cli import add_commands
 
     add_commands(subparsers)
+
+
+@hookimpl
+def hqs_sdk_file_identity(location: str) -> str | None:
+    from hqs_sdk_rest.file_identity import file_identity
+
+    return file_identity(location)
