@@ -1,8 +1,9 @@
-"""Registers the ``local`` backend with hqs-sdk (entry point ``local``)."""
+"""Registers the ``local`` backend and its ``hqs-sdk local`` commands (entry point ``local``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from hqs_sdk.backend import BackendSpec
 from hqs_sdk.hookspecs import hookimpl
@@ -14,3 +15,10 @@ def hqs_sdk_backends() -> Iterator[BackendSpec]:
 
     yield BackendSpec("local", BackendConfigurationLocal, LocalBackend,
                       "detached processes on this machine")
+
+
+@hookimpl
+def hqs_sdk_cli_commands(subparsers: Any) -> None:
+    from hqs_sdk_local.commands import add_commands
+
+    add_commands(subparsers)
