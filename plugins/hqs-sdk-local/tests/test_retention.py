@@ -8,6 +8,7 @@ cache plugins are installed (tests/integration/test_cli.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,10 +102,8 @@ def work(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
     finally:
         pid = int((sleeper / "pid").read_text().split()[0])
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)  # the worker we started: cancels its task
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + 10
         while (sleeper / "pid").exists() and not (sleeper / "response.json").exists():
             if time.monotonic() > deadline:
