@@ -10,7 +10,10 @@ Example::
         print(run_many([hello.bind(n) for n in ("a", "b", "c")]))
 
 Names are imported on first use, so ``import hqs_sdk`` stays cheap (a worker imports it
-before every task).
+before every task). Besides the API, the package exports the types a callback receives
+(``TaskExecutionRequest``, ``TaskExecutionResponse``, ``CacheEntry``, ``Progress``,
+``BackendConfiguration``; see ``help(hqs_sdk.global_config.on_finished)``) and those inside a
+response (``ErrorReport``, ``Metrics``), for type annotations.
 """
 
 from __future__ import annotations
@@ -21,10 +24,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "BackendConfiguration": "hqs_sdk.backend",
+    "CacheEntry": "hqs_sdk.models",
     "CacheMode": "hqs_sdk.models",
+    "ErrorReport": "hqs_sdk.models",
     "Execution": "hqs_sdk.runner",
     "ExecutionState": "hqs_sdk.models",
     "FileRef": "hqs_sdk.fileref",
+    "Metrics": "hqs_sdk.models",
+    "Progress": "hqs_sdk.models",
     "Task": "hqs_sdk.tasks",
     "TaskCall": "hqs_sdk.tasks",
     "TaskExecutionRequest": "hqs_sdk.models",
@@ -42,10 +50,15 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BackendConfiguration",
+    "CacheEntry",
     "CacheMode",
+    "ErrorReport",
     "Execution",
     "ExecutionState",
     "FileRef",
+    "Metrics",
+    "Progress",
     "Task",
     "TaskCall",
     "TaskExecutionRequest",
@@ -64,12 +77,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from hqs_sdk.backend import BackendConfiguration
     from hqs_sdk.config import current_config, global_config, scoped_config
     from hqs_sdk.fileref import FileRef
     from hqs_sdk.hookspecs import hookimpl
     from hqs_sdk.models import (
+        CacheEntry,
         CacheMode,
+        ErrorReport,
         ExecutionState,
+        Metrics,
+        Progress,
         TaskExecutionRequest,
         TaskExecutionResponse,
     )

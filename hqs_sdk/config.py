@@ -15,14 +15,29 @@ from __future__ import annotations
 import contextvars
 import math
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from hqs_sdk.backend import BackendConfiguration
 from hqs_sdk.cache import CacheConfiguration, CacheConfigurationMemory
 from hqs_sdk.errors import ConfigurationError
-from hqs_sdk.events import EVENT_NAMES, CallbackList, Callbacks
+from hqs_sdk.events import (
+    EVENT_NAMES,
+    BackendInitializedCallback,
+    CacheHitCallback,
+    CacheIgnoredCallback,
+    CacheMissCallback,
+    CacheWriteCallback,
+    CallbackList,
+    Callbacks,
+    CreatingCallback,
+    FinishedCallback,
+    InterruptWaitingCallback,
+    ProgressCallback,
+    ReattachedCallback,
+    SubmittedCallback,
+)
 from hqs_sdk.models import CacheMode, Provisioning
 
 __all__ = [
@@ -124,7 +139,7 @@ class Configuration:
         self._cache: CacheConfiguration | None = None
         self._provisioning = ProvisioningConfiguration()
         self._throttling = ThrottlingConfiguration()
-        self._callbacks = callbacks or Callbacks()
+        self._callbacks = callbacks or Callbacks(_CALLBACK_DOCS)
 
     # -- backend and cache -------------------------------------------------------------------
 
@@ -199,13 +214,258 @@ class Configuration:
         """The registered callbacks (shared by a configuration and its scopes)."""
         return self._callbacks
 
-    def __getattr__(self, name: str) -> CallbackList:
-        if name.startswith("on_") and name[3:] in EVENT_NAMES:
-            return self._callbacks.lists[name[3:]]
-        raise AttributeError(
-            f"configuration has no setting {name!r}; settings are backend, cache, provisioning, "
-            f"throttling and the callbacks {', '.join('on_' + n for n in EVENT_NAMES)}"
-        )
+    # -- callbacks -----------------------------------------------------------------------------
+    # One property per event, so that help(), dir(), IDEs and type checkers see what each
+    # callback receives. Every docstring lists the arguments in the form the tests check.
+
+    @property
+    def on_creating(self) -> CallbackList[CreatingCallback]:
+        """Callbacks run just before a new execution is submitted to the backend.
+
+        Fires for every call that the cache cannot answer, just before its request is
+        submitted, in the thread that made the call.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the new execution's request (task
+          name and version, input, cache key, provisioning, execution id).
+
+        Example::
+
+            @global_config.on_creating
+            def announce(request):
+                print("running", request.task_name, request.input)
+        """
+        return self._callbacks.lists["creating"]
+
+    @property
+    def on_submitted(self) -> CallbackList[SubmittedCallback]:
+        """Callbacks run when the backend has accepted a new execution.
+
+        Fires once per submission, in the thread that made the call, after the execution is
+        recorded in the cache with its handle (so a killed script re-attaches to it).
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the submitted request.
+        - ``handle`` (``hqs_sdk.backend.Handle``): the backend's JSON-able reference to the
+          execution (a job id, a folder, a URL, depending on the backend).
+
+        Example::
+
+            @global_config.on_submitted
+            def log_job(request, handle):
+                print(request.task_name, "submitted as", handle)
+        """
+        return self._callbacks.lists["submitted"]
+
+    @property
+    def on_reattached(self) -> CallbackList[ReattachedCallback]:
+        """Callbacks run when the client waits again for an execution found pending in the cache.
+
+        Fires when a call finds its execution recorded but not finished (typically started by
+        an earlier run of the script that was stopped), in the thread that made the call.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the request as first submitted
+          (its ``execution_id`` and ``created_at`` are those of the earlier run).
+        - ``handle`` (``hqs_sdk.backend.Handle``): the backend's reference to the execution.
+
+        Example::
+
+            @global_config.on_reattached
+            def resumed(request, handle):
+                print("still waiting for", request.task_name, "started", request.created_at)
+        """
+        return self._callbacks.lists["reattached"]
+
+    @property
+    def on_progress(self) -> CallbackList[ProgressCallback]:
+        """Callbacks run when a running task's progress report is seen.
+
+        Tasks report progress with :func:`hqs_sdk.progress`. Fires in the polling thread when
+        a poll of the backend returns a report for the execution.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the running execution's request.
+        - ``progress`` (``hqs_sdk.Progress``): the task's last report: ``fraction`` (0 to 1,
+          or ``None``) and ``message``.
+
+        Example::
+
+            @global_config.on_progress
+            def show(request, progress):
+                print(f"{request.task_name}: {progress.fraction:.0%} {progress.message}")
+        """
+        return self._callbacks.lists["progress"]
+
+    @property
+    def on_finished(self) -> CallbackList[FinishedCallback]:
+        """Callbacks run when an execution this client waits for has finished, in any state.
+
+        Fires once per execution, in the polling thread, after its outcome is written to the
+        cache and before the waiting call returns or raises. A result taken from the cache
+        fires ``on_cache_hit`` instead.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the execution's request.
+        - ``response`` (``hqs_sdk.TaskExecutionResponse``): its ``state``, the ``output`` or
+          the ``error`` report, the ``log_tail`` and the ``metrics``.
+
+        Example::
+
+            @global_config.on_finished
+            def report(request, response):
+                print(request.task_name, response.state.value, response.metrics.wall_time_s)
+        """
+        return self._callbacks.lists["finished"]
+
+    @property
+    def on_cache_write(self) -> CallbackList[CacheWriteCallback]:
+        """Callbacks run after the client has written an execution's entry to the cache.
+
+        Fires when a submitted execution is recorded with its handle, when its state changes
+        while the client polls, and when it finished; in the thread that wrote it.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the execution's request.
+        - ``entry`` (``hqs_sdk.CacheEntry``): the entry as written (``state``, ``handle``,
+          ``backend`` and, once finished, ``response``).
+
+        Example::
+
+            @global_config.on_cache_write
+            def trace(request, entry):
+                print(entry.key[:12], entry.state.value)
+        """
+        return self._callbacks.lists["cache_write"]
+
+    @property
+    def on_cache_hit(self) -> CallbackList[CacheHitCallback]:
+        """Callbacks run when a call's finished execution is taken from the cache.
+
+        Fires in the thread that made the call; nothing is submitted and ``on_finished`` does
+        not fire. Pending entries re-attach instead (``on_reattached``).
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the request of the execution that
+          produced the cached result.
+        - ``entry`` (``hqs_sdk.CacheEntry``): the cache entry, with its ``response``.
+
+        Example::
+
+            @global_config.on_cache_hit
+            def reused(request, entry):
+                print(request.task_name, "from the cache:", entry.state.value)
+        """
+        return self._callbacks.lists["cache_hit"]
+
+    @property
+    def on_cache_miss(self) -> CallbackList[CacheMissCallback]:
+        """Callbacks run when the cache has no entry for a call.
+
+        Fires in the thread that made the call, before anything is submitted (and also when
+        submissions are disabled, just before that raises). Not fired when the cache mode does
+        not read the cache (``WRITE_ONLY``, ``DISABLED``). No request exists yet at this point.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``cache_key`` (``str``): the call's cache key.
+
+        Example::
+
+            @global_config.on_cache_miss
+            def missed(cache_key):
+                print("not cached:", cache_key)
+        """
+        return self._callbacks.lists["cache_miss"]
+
+    @property
+    def on_cache_ignored(self) -> CallbackList[CacheIgnoredCallback]:
+        """Callbacks run when the cache has an entry for a call but the cache mode runs it again.
+
+        For example a failed execution under ``CacheMode.RESTART_FAILED``. Fires in the thread
+        that made the call, before the new execution is created.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the request of the earlier execution.
+        - ``entry`` (``hqs_sdk.CacheEntry``): the entry that is not used.
+        - ``reason`` (``str``): why, e.g. ``"RESTART_FAILED runs failed executions again"``.
+
+        Example::
+
+            @global_config.on_cache_ignored
+            def rerun(request, entry, reason):
+                print(request.task_name, "runs again:", reason)
+        """
+        return self._callbacks.lists["cache_ignored"]
+
+    @property
+    def on_backend_initialized(self) -> CallbackList[BackendInitializedCallback]:
+        """Callbacks run when this process creates a backend for a backend configuration.
+
+        Fires once per distinct configuration and process, at the first call that needs the
+        backend, in that call's thread.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``config`` (``hqs_sdk.BackendConfiguration``): the backend configuration, e.g. a
+          ``BackendConfigurationLocal``.
+
+        Example::
+
+            @global_config.on_backend_initialized
+            def connected(config):
+                print("using", config)
+        """
+        return self._callbacks.lists["backend_initialized"]
+
+    @property
+    def on_interrupt_waiting(self) -> CallbackList[InterruptWaitingCallback]:
+        """Callbacks run when the user interrupts waiting (Ctrl+C) while executions are pending.
+
+        Fires in the waiting thread, before the client offers to cancel them (interactive) or
+        says how to re-attach later; the ``KeyboardInterrupt`` is raised afterwards.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``requests`` (``list[hqs_sdk.TaskExecutionRequest]``): the requests of the
+          executions still pending.
+
+        Example::
+
+            @global_config.on_interrupt_waiting
+            def interrupted(requests):
+                print("left running:", [r.task_name for r in requests])
+        """
+        return self._callbacks.lists["interrupt_waiting"]
+
+    if not TYPE_CHECKING:  # hidden from type checkers, so that a mistyped name is an error
+
+        def __getattr__(self, name: str) -> Any:
+            raise AttributeError(
+                f"configuration has no setting {name!r}; {_SETTINGS_HINT}"
+            )
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if not name.startswith("_"):
+                if name.startswith("on_") and name[3:] in EVENT_NAMES:
+                    raise AttributeError(
+                        f"{name} is not assigned: register a callback with @config.{name} "
+                        f"above a function, or config.{name}(function)"
+                    )
+                attribute = getattr(type(self), name, None)
+                if not isinstance(attribute, property) or attribute.fset is None:
+                    raise AttributeError(
+                        f"configuration has no setting {name!r}; {_SETTINGS_HINT}"
+                    )
+            object.__setattr__(self, name, value)
 
     # -- derived values ----------------------------------------------------------------------
 
@@ -241,6 +501,11 @@ class Configuration:
                 f"provisioning={self._provisioning!r}, throttling={self._throttling!r})")
 
 
+_SETTINGS_HINT = (
+    "settings are backend, cache, provisioning, throttling and the callbacks "
+    + ", ".join("on_" + n for n in EVENT_NAMES)
+)
+_CALLBACK_DOCS = {name: getattr(Configuration, f"on_{name}").__doc__ for name in EVENT_NAMES}
 global_config = Configuration()
 _scoped: contextvars.ContextVar[Configuration | None] = contextvars.ContextVar(
     "hqs_sdk_scoped_config", default=None
