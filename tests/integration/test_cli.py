@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,9 @@ def filled(tmp_path: Path) -> Path:
         "print(run_many([tasks.add.bind(1), tasks.add.bind(2), tasks.fail.bind('x')],"
         " return_exceptions=True))\n"
     )
+    # Its own XDG_CACHE_HOME: the record of opened caches stays in the test's folder.
     subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path, timeout=60,
-                   capture_output=True)
+                   capture_output=True, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
     return tmp_path
 
 
@@ -91,7 +93,10 @@ def cli_into_closed_pipe(*args: str, cwd: Path) -> subprocess.CompletedProcess[s
 
 
 def test_a_reader_that_goes_away_ends_each_command_quietly_with_141(filled: Path) -> None:
-    for args in (["plugins"], ["cache", "list"], ["cache", "list", "--state", "succeeded"]):
+    for args in (["plugins"], ["cache", "list"], ["cache", "list", "--state", "succeeded"],
+                 ["local", "du", "--work-dir", str(filled / "w")],
+                 ["local", "prune", "--older-than", "0s", "--dry-run", "--work-dir",
+                  str(filled / "w")]):
         done = cli_into_closed_pipe(*args, cwd=filled)
         assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, args
         assert done.returncode == 141, (args, done.stderr)
@@ -134,3 +139,85 @@ def test_cache_types_without_a_file_get_a_message_naming_those_with_one(tmp_path
     missing = cli("cache", "list", "--file", "gone.shelve", cwd=tmp_path)
     assert missing.returncode == 1 and "there is no cache file" in missing.stderr
     assert not list(tmp_path.glob("gone.shelve*"))
+
+
+# -- hqs-sdk local prune: what a cached result points to -----------------------------------
+
+PRODUCER = """
+from hqs_sdk.testing import tasks
+
+ref = tasks.write_text("kept for the cache")  # a cached result pointing into its folder
+print(ref.location)
+print(tasks.add(20, 22))                       # a cached result that needs no folder
+"""
+
+
+def _age_all(folder: Path, days: float) -> None:
+    then = time.time() - days * 86400
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files + dirs:
+            os.utime(os.path.join(root, name), (then, then), follow_symlinks=False)
+    os.utime(folder, (then, then))
+
+
+@pytest.fixture
+def produced(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A project whose script ran on the default local work folder (under its own
+    XDG_CACHE_HOME) with the default cache beside it; every execution made 40 days old."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "producer.py").write_text(PRODUCER)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "HQS_SDK_FORK_SERVER_IDLE": "2"}
+    done = subprocess.run([sys.executable, "producer.py"], cwd=project, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env}, check=True)
+    location = Path(done.stdout.splitlines()[0])
+    executions = tmp_path / "xdg" / "hqs-sdk" / "local" / "executions"
+    assert location.is_relative_to(executions.resolve())
+    for folder in executions.iterdir():
+        _age_all(folder, 40)
+    return project, location, env
+
+
+def test_prune_keeps_what_a_cached_result_points_to_unless_forced(
+    produced: tuple[Path, Path, dict[str, str]],
+) -> None:
+    project, location, env = produced
+    executions = location.parents[2]
+    assert len(list(executions.iterdir())) == 2
+    pruned = cli("local", "prune", "--older-than", "30d", cwd=project.parent, env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 1 of 2 executions" in pruned.stdout
+    assert "kept 1 that a cache points to (--force removes them too)" in pruned.stdout
+    assert location.read_text() == "kept for the cache"
+    assert [p.name for p in executions.iterdir()] == [location.parents[1].name]
+    # The script runs again from its cache, its file still there; nothing is submitted again.
+    again = subprocess.run([sys.executable, "producer.py"], cwd=project, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, **env}, check=True)
+    assert again.stdout.splitlines() == [str(location), "42"]
+    assert len(list(executions.iterdir())) == 1
+
+    forced = cli("local", "prune", "--older-than", "30d", "--force", cwd=project, env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert "removed 1 of 1 executions" in forced.stdout
+    assert not location.exists() and not list(executions.iterdir())
+
+
+def test_prune_reads_caches_named_with_cache_too(
+    produced: tuple[Path, Path, dict[str, str]], tmp_path: Path,
+) -> None:
+    project, location, _ = produced
+    # Another user's view (another XDG_CACHE_HOME, no record of the project's cache), asked
+    # about the same work folder: only --cache tells it what the project's cache points to.
+    work = str(location.parents[3])
+    other = {"XDG_CACHE_HOME": str(tmp_path / "other")}
+    blind = cli("local", "prune", "--older-than", "30d", "--dry-run", "--work-dir", work,
+                cwd=tmp_path, env=other)
+    assert len(blind.stdout.splitlines()) == 2, blind.stdout
+    told = cli("local", "prune", "--older-than", "30d", "--work-dir", work, "--cache",
+               str(project / ".hqs_sdk_cache.db"), cwd=tmp_path, env=other)
+    assert told.returncode == 0, told.stderr
+    assert "removed 1 of 2 executions" in told.stdout and location.exists()
+    report = cli("local", "du", "--work-dir", work, "--cache",
+                 str(project / ".hqs_sdk_cache.db"), cwd=tmp_path, env=other)
+    assert "executions   1 (0 running or queued)" in report.stdout
+    assert "kept 1 that a cache points to" in report.stdout
