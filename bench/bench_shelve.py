@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import result  # noqa: E402
+from _timing import result
 
 PUTS = textwrap.dedent("""
     import json, statistics, sys, time
