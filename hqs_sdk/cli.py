@@ -92,6 +92,14 @@ def _file_exists(path: str) -> bool:
         return False
 
 
+def _is_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def cache_configuration(file: str | None = None, kind: str | None = None) -> CacheConfiguration:
     """The configuration of the cache kept in ``file``, for commands that work on cache files.
 
@@ -112,6 +120,8 @@ def cache_configuration(file: str | None = None, kind: str | None = None) -> Cac
                         if _takes_file(spec.configuration_class))
     if kind is None:
         kind = "shelve" if file and ".shelve" in os.path.basename(file) else "sqlite"
+        if file and _is_sqlite(file):
+            kind = "sqlite"  # the content says so, whatever the name
         guessed = True
     else:
         guessed = False
@@ -165,15 +175,31 @@ def _cmd_cache_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_key(cache: Cache, text: str) -> str | None:
+    """The key ``text`` names: itself, or the one key it starts (keys are long; users shorten
+    them, as the docs do). ``None`` when no key matches."""
+    if cache.get(text) is not None:
+        return text
+    prefix = text.rstrip("…").rstrip(".")
+    if not prefix:
+        return None
+    matches = [entry.key for entry in cache.entries() if entry.key.startswith(prefix)]
+    if len(matches) > 1:
+        raise HqsSdkError(f"{text!r} starts {len(matches)} keys (e.g. {matches[0]!r}, "
+                          f"{matches[1]!r}); give more of the key")
+    return matches[0] if matches else None
+
+
 def _cmd_cache_show(args: argparse.Namespace) -> int:
     from hqs_sdk.serialization import converter
 
     cache = _open(args)
     try:
-        entry = cache.get(args.key)
+        key = _find_key(cache, args.key)
+        entry = None if key is None else cache.get(key)
         if entry is None:
-            print(f"no entry with key {args.key!r}; `hqs-sdk cache list` shows the keys",
-                  file=sys.stderr)
+            print(f"hqs-sdk: no entry with key {args.key!r} in {cache.config.describe()}; "
+                  "`hqs-sdk cache list` shows the keys", file=sys.stderr)
             return 1
         print(json.dumps(converter.unstructure(entry), indent=2, ensure_ascii=False))
     finally:
@@ -188,15 +214,21 @@ def _cmd_cache_rm(args: argparse.Namespace) -> int:
         return 2
     cache = _open(args)
     try:
-        keys = list(args.keys)
         if args.failed:
             keys = [e.key for e in cache.entries()
                     if e.state.finished and e.state.value != "succeeded"]
-        missing = [k for k in keys if not cache.delete(k)]
-        removed = len(keys) - len(missing)
+            missing = []
+        else:
+            found = {text: _find_key(cache, text) for text in args.keys}
+            keys = [key for key in found.values() if key is not None]
+            missing = [text for text, key in found.items() if key is None]
+        gone = [key for key in keys if not cache.delete(key)]  # removed meanwhile
+        missing += gone
+        removed = len(keys) - len(gone)
         print(f"removed {removed} entr{'y' if removed == 1 else 'ies'}")
         for key in missing:
-            print(f"no entry with key {key!r}", file=sys.stderr)
+            print(f"hqs-sdk: no entry with key {key!r}; `hqs-sdk cache list` shows the keys",
+                  file=sys.stderr)
     finally:
         cache.close()
     return 1 if missing else 0
@@ -262,6 +294,8 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     Args:
         plugin_manager: whose ``hqs_sdk_cli_commands`` to ask; default: the process-wide one.
     """
+    from hqs_sdk.models import ExecutionState
+
     summary = __doc__.split("\n")[0].replace("``", "")
     parser = argparse.ArgumentParser(prog="hqs-sdk", description=summary)
     sub = parser.add_subparsers(dest="command", required=True, action=_Commands,
@@ -277,7 +311,8 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     _add_cache_options(cache_options, argparse.SUPPRESS)
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="SUBCOMMAND")
     listing = cache_sub.add_parser("list", help="one line per entry", parents=[cache_options])
-    listing.add_argument("--state", help="only entries in this state (e.g. failed)")
+    listing.add_argument("--state", choices=[state.value for state in ExecutionState],
+                         help="only entries in this state")
     listing.add_argument("--task", help="only entries of this task")
     listing.set_defaults(handler=_cmd_cache_list)
     show = cache_sub.add_parser("show", help="one entry in full, as JSON",

@@ -221,3 +221,21 @@ def test_prune_reads_caches_named_with_cache_too(
                  str(project / ".hqs_sdk_cache.db"), cwd=tmp_path, env=other)
     assert "executions   1 (0 running or queued)" in report.stdout
     assert "kept 1 that a cache points to" in report.stdout
+
+
+def test_keys_may_be_shortened_and_states_are_checked(filled: Path) -> None:
+    keys = [line.split()[0] for line in cli("cache", "list", cwd=filled).stdout.splitlines()]
+    fail_key = next(key for key in keys if key.startswith("fail@"))
+    shown = cli("cache", "show", fail_key[:14] + "…", cwd=filled)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["key"] == fail_key
+    ambiguous = cli("cache", "rm", "add@", cwd=filled)
+    assert ambiguous.returncode == 1 and "starts 2 keys" in ambiguous.stderr
+    assert ambiguous.stderr.count("\n") == 1
+    assert cli("cache", "rm", fail_key[:14], cwd=filled).stdout == "removed 1 entry\n"
+    typo = cli("cache", "list", "--state", "fialed", cwd=filled)
+    assert typo.returncode == 2 and "invalid choice: 'fialed'" in typo.stderr
+    # The content decides the type when the name would mislead.
+    renamed = filled / "copy.shelve"
+    renamed.write_bytes((filled / ".hqs_sdk_cache.db").read_bytes())
+    assert len(cli("cache", "list", "--file", str(renamed), cwd=filled).stdout.splitlines()) == 2
