@@ -19,6 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import hqs_sdk
@@ -91,6 +92,32 @@ def test_help_on_the_callback_object_shows_its_own_docstring(event: str) -> None
     for name, type_name in documented(event):
         assert f"``{name}`` (``{type_name}``)" in text
     assert f"@global_config.on_{event}" in text
+
+
+def test_the_configuration_docs_list_the_documented_arguments() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    if not doc.exists():
+        pytest.skip("docs/configuration.md is not in this checkout")
+    rows = dict(re.findall(r"^\| `on_(\w+)` \|[^|]*\| (.*) \|$", doc.read_text(), re.M))
+    assert sorted(rows) == sorted(EVENT_NAMES)
+    for event, cell in rows.items():
+        listed = re.findall(r"`(\w+)(?::\s*([^`]+))?`", cell)
+        expected = {name: re.sub(r"[\w.]+\.", "", type_name)  # hqs_sdk.X -> X
+                    for name, type_name in documented(event)}
+        assert [name for name, _ in listed] == list(expected), f"on_{event}: {cell}"
+        for name, type_name in listed:
+            assert not type_name or type_name == expected[name], f"on_{event}: {cell}"
+
+
+def test_the_plugin_docs_list_every_event_with_its_fields() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "plugin-authors.md"
+    if not doc.exists():
+        pytest.skip("docs/plugin-authors.md is not in this checkout")
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| (.*) \|$", doc.read_text(), re.M)
+    listed = {name: (cls, re.findall(r"`(\w+)`", fields)) for name, cls, fields in rows}
+    assert sorted(listed) == sorted(EVENT_NAMES)
+    for name, cls in EVENT_CLASSES.items():
+        assert listed[name] == (cls.__name__, [f.name for f in attrs.fields(cls)]), name
 
 
 def test_the_types_a_callback_receives_are_exported_lazily() -> None:
