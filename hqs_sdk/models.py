@@ -84,8 +84,17 @@ class Provisioning:
 class TaskExecutionRequest:
     """Everything a backend needs to run one task execution.
 
-    ``execution_id`` is chosen by the client and makes submission idempotent.
-    ``task_ref`` (``"module:attribute"``) lets a worker import the task directly.
+    This is also the first argument of most callbacks (``@global_config.on_finished``).
+
+    Attributes:
+        execution_id: chosen by the client; makes submission idempotent.
+        task_name: the task's name, e.g. ``"hello"``.
+        task_version: the task's version (its distribution's version by default).
+        input: the call's arguments by parameter name, as JSON (defaults applied).
+        cache_key: the key of this call in the client-side cache.
+        provisioning: the resources asked for (not part of the cache key).
+        task_ref: ``"module:attribute"``, so that a worker can import the task directly.
+        created_at: when the client created the request (UTC).
     """
 
     execution_id: str
@@ -127,7 +136,12 @@ class Metrics:
 
 @attrs.frozen
 class Progress:
-    """A progress report from a running task (see :func:`hqs_sdk.progress`)."""
+    """A progress report from a running task (see :func:`hqs_sdk.progress`).
+
+    Attributes:
+        fraction: how much is done, from 0 to 1, or ``None`` if the task did not say.
+        message: what the task is doing, e.g. ``"step 3 of 10"``.
+    """
 
     fraction: float | None = None
     message: str = ""
@@ -135,7 +149,17 @@ class Progress:
 
 @attrs.frozen
 class TaskExecutionResponse:
-    """The outcome of a finished execution: the output or an error report, log and metrics."""
+    """The outcome of a finished execution: the output or an error report, log and metrics.
+
+    Attributes:
+        execution_id: the request's execution id.
+        state: a finished state (``SUCCEEDED``, ``FAILED``, ``CANCELLED``, ``TIMED_OUT``).
+        output: the task's return value as JSON (``None`` unless it succeeded); calling the
+            task returns it converted to the task's return annotation.
+        error: why there is no output (``None`` if it succeeded).
+        log_tail: the end of what the task printed (stdout and stderr).
+        metrics: wall time, CPU time, peak memory, time queued.
+    """
 
     execution_id: str
     state: ExecutionState
@@ -149,8 +173,14 @@ class TaskExecutionResponse:
 class CacheEntry:
     """What the client-side cache keeps per cache key.
 
-    ``handle`` is the backend's JSON-able reference used to re-attach. ``response`` is set once
-    the execution finished.
+    Attributes:
+        key: the cache key (also ``request.cache_key``).
+        request: the request that was submitted for it.
+        backend: the registry name of the backend that runs it (``"local"``).
+        state: the last known state.
+        handle: the backend's JSON-able reference, used to re-attach.
+        response: set once the execution finished.
+        updated_at: when the entry was last written (UTC).
     """
 
     key: str
