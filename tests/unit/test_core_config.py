@@ -58,7 +58,8 @@ def test_every_scoped_shortcut(hqs_config: Any) -> None:
     with scoped_config(cache=cache, cache_mode=CacheMode.WRITE_ONLY, disable_submissions=True,
                        vcpu=3, memory_gb=2, gpu=1, timeout_minutes=30) as cfg:
         assert cfg is current_config()
-        assert cfg.cache.name == "scoped" and cfg.cache.mode is CacheMode.WRITE_ONLY
+        assert isinstance(cfg.cache, CacheConfigurationMemory) and cfg.cache.name == "scoped"
+        assert cfg.cache.mode is CacheMode.WRITE_ONLY
         assert cache.mode is CacheMode.FULLY_CACHED, "the caller's object must not change"
         assert cfg.throttling.disable_submissions is True
         assert cfg.provisioning_for(Provisioning()) == Provisioning(
