@@ -86,11 +86,13 @@ class Cache(abc.ABC):
     def claim(self, entry: CacheEntry, replaces: CacheEntry | None = None) -> CacheEntry | None:
         """Store ``entry`` only if the stored entry is still the one the caller saw.
 
-        If ``replaces`` is ``None``, ``entry`` is stored only when no entry exists for
-        ``entry.key``; otherwise only when the stored entry is ``replaces`` (the same
-        ``request.execution_id``). Returns ``None`` when ``entry`` was stored, else the entry that
-        is stored (and nothing is written). The runner uses it so that of two processes making the
-        same new call exactly one submits and the other re-attaches.
+        ``entry`` is stored when no entry exists for ``entry.key``, or when the stored entry is
+        ``replaces`` (the same ``request.execution_id``). Returns ``None`` when ``entry`` was
+        stored, else the entry that is stored (and nothing is written). With ``replaces=None``
+        this is put-if-absent; with an entry it is compare-and-swap (an entry deleted meanwhile
+        counts as absent, so ``None`` always means that ``entry`` is now stored). The runner uses
+        it so that of two processes making the same new call exactly one submits and the other
+        re-attaches.
 
         This default is a get/compare/put under a lock local to this process: atomic between the
         threads of one process only. A cache shared by several processes overrides it with an
@@ -112,7 +114,7 @@ class Cache(abc.ABC):
 def _is_claimable(stored: CacheEntry | None, replaces: CacheEntry | None) -> bool:
     """Whether :meth:`Cache.claim` may write over ``stored`` when the caller saw ``replaces``."""
     if stored is None:
-        return replaces is None
+        return True  # also when ``replaces`` was deleted meanwhile: None must mean "stored"
     return replaces is not None and (
         stored.request.execution_id == replaces.request.execution_id
     )
@@ -150,16 +152,30 @@ def encode_entry(entry: CacheEntry) -> str:
     return json.dumps(converter.unstructure(entry), separators=(",", ":"), ensure_ascii=False)
 
 
-def decode_entry(text: str | bytes, source: str) -> CacheEntry:
-    """Read an entry stored by :func:`encode_entry`; ``source`` names the store in errors."""
+def decode_entry(text: str | bytes, source: str, key: str | None = None) -> CacheEntry:
+    """Read an entry stored by :func:`encode_entry`.
+
+    ``source`` names the store and ``key`` the entry in the :class:`CacheCorruptError` raised
+    for text that is not an entry; the message does not quote the text (it may hold a task's
+    data), the exception it is raised from says more.
+    """
     from hqs_sdk.serialization import converter
 
     try:
         return converter.structure(json.loads(text), CacheEntry)
     except Exception as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            why = f"it is not valid JSON (at character {exc.pos})"
+        elif isinstance(exc, UnicodeDecodeError):
+            why = f"it is not UTF-8 (at byte {exc.start})"
+        else:
+            why = f"its JSON is not a cache entry ({type(exc).__name__})"
+        which = f"the entry {key}" if key is not None else "an entry"
+        remedy = f"`hqs-sdk cache rm {key}`" if key is not None else "`hqs-sdk cache rm KEY`"
         raise CacheCorruptError(
-            f"an entry in the cache {source} is unreadable ({exc}). Nothing was changed; remove "
-            "the entry with `hqs-sdk cache rm KEY`, or move the file aside to start afresh."
+            f"{which} in the cache {source} is unreadable: {why}. Nothing was changed; remove "
+            f"the entry with {remedy} (the call then runs again), or move the cache file aside "
+            "to start afresh."
         ) from exc
 
 
@@ -247,7 +263,7 @@ class MemoryCache(Cache):
 
     def get(self, key: str) -> CacheEntry | None:
         text = self._store.get(key)
-        return None if text is None else decode_entry(text, "in memory")
+        return None if text is None else decode_entry(text, "in memory", key)
 
     def put(self, entry: CacheEntry) -> None:
         text = encode_entry(entry)
@@ -259,7 +275,8 @@ class MemoryCache(Cache):
         text = encode_entry(entry)
         with self._lock:
             stored_text = self._store.get(entry.key)
-            stored = None if stored_text is None else decode_entry(stored_text, "in memory")
+            stored = (None if stored_text is None
+                      else decode_entry(stored_text, "in memory", entry.key))
             if not _is_claimable(stored, replaces):
                 return stored
             self._store[entry.key] = text
@@ -270,8 +287,8 @@ class MemoryCache(Cache):
             return self._store.pop(key, None) is not None
 
     def entries(self) -> Iterator[CacheEntry]:
-        for text in list(self._store.values()):
-            yield decode_entry(text, "in memory")
+        for key, text in list(self._store.items()):
+            yield decode_entry(text, "in memory", key)
 
 
 _open_caches: dict[tuple[type, str], Cache] = {}

@@ -2,37 +2,110 @@
 
 Subclass :class:`CacheContract` and provide a ``cache_config`` fixture that returns the
 configuration of a fresh, empty store. Set ``persistent = False`` for a store that does not
-outlive its process (then the reopen and multi-process tests are skipped, with that reason).
+outlive its process (then the reopen, multi-process and kill tests are skipped, with that
+reason). Override :meth:`CacheContract.damage_entry` to have the contract check how an
+unreadable entry is reported.
+
+Several tests run real processes: writers that a test kills with SIGKILL at random moments,
+processes claiming one key at once, a fresh interpreter opening the cache through
+:func:`hqs_sdk.cache.open_cache`. They import the cache class by its module path, so the
+contract also works for a plugin registered in the test only; set ``plugin_module`` to the
+module holding its ``hqs_sdk_caches`` hook when no entry point registers it.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import pickle
+import random
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from hqs_sdk.cache import Cache, CacheConfiguration
-from hqs_sdk.models import ExecutionState
+from hqs_sdk.errors import CacheCorruptError
+from hqs_sdk.models import CacheEntry, ExecutionState
 from hqs_sdk.testing.entries import make_entry
 
-# The writer imports the cache class itself, so the contract also works for a plugin that is
-# registered in the test only (not installed with an entry point).
-_WRITER = """
-import base64, importlib, pickle, sys
+# The child processes import the cache class themselves, so the contract also works for a
+# plugin that is registered in the test only (not installed with an entry point).
+_OPEN = """
+import base64, importlib, pickle, sys, time
 from hqs_sdk.testing.entries import make_entry
 module, _, name = sys.argv[2].partition(":")
 cache_class = getattr(importlib.import_module(module), name)
 config = pickle.loads(base64.b64decode(sys.argv[1]))
 cache = cache_class(config)
+"""
+
+_WRITER = _OPEN + """
 for i in range(int(sys.argv[4])):
     cache.put(make_entry(f"{sys.argv[3]}-{i}", n=i))
 cache.close()
 """
+
+# Prints each key once put() has returned: everything printed was acknowledged.
+_ACKNOWLEDGING_WRITER = _OPEN + """
+deadline = time.monotonic() + 60
+i = 0
+while time.monotonic() < deadline and i < 100000:
+    key = f"{sys.argv[3]}-{i}"
+    cache.put(make_entry(key, n=i))
+    sys.stdout.write(key + "\\n")
+    sys.stdout.flush()
+    i += 1
+"""
+
+# Claims one key at a moment shared with the other claimants; prints "won" or the id stored.
+_CLAIMANT = _OPEN + """
+import attrs
+entry = make_entry(sys.argv[3])
+entry = attrs.evolve(entry, request=attrs.evolve(entry.request, execution_id=sys.argv[4]))
+start = float(sys.argv[5])
+while time.time() < start:
+    time.sleep(0.0005)
+stored = cache.claim(entry)
+print("won" if stored is None else stored.request.execution_id, flush=True)
+cache.close()
+"""
+
+# Opens the store through open_cache, as the runner does in a user's script.
+_OPEN_CACHE = """
+import base64, importlib, pickle, sys
+from hqs_sdk.cache import open_cache
+from hqs_sdk.testing.entries import make_entry
+config = pickle.loads(base64.b64decode(sys.argv[1]))
+
+
+def main():
+    cache = open_cache(config)
+    cache.put(make_entry("from-a-fresh-process", n=5))
+    assert cache.get("from-a-fresh-process") == make_entry("from-a-fresh-process", n=5)
+    print("ok", flush=True)
+
+
+if sys.argv[2]:
+    from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
+    pm = get_plugin_manager()
+    pm.register(importlib.import_module(sys.argv[2]), name="cache-under-contract")
+    with use_plugin_manager(pm):
+        main()
+else:
+    main()
+"""
+
+
+def _with_id(entry: CacheEntry, execution_id: str) -> CacheEntry:
+    import attrs
+
+    return attrs.evolve(entry, request=attrs.evolve(entry.request, execution_id=execution_id))
 
 
 def open_store(config: CacheConfiguration) -> Cache:
@@ -43,9 +116,37 @@ def open_store(config: CacheConfiguration) -> Cache:
 
 
 class CacheContract:
-    """Tests every cache must pass. Provide the ``cache_config`` fixture."""
+    """Tests every cache must pass. Provide the ``cache_config`` fixture.
+
+    Attributes:
+        persistent: the store outlives its process (reopen, processes and kill tests run).
+        plugin_module: the module with the plugin's ``hqs_sdk_caches`` hook, for a plugin
+            that is not registered by an entry point (the fresh-process test registers it).
+        kill_rounds: how many writers the kill test starts and kills.
+    """
 
     persistent: bool = True
+    plugin_module: ClassVar[str | None] = None
+    kill_rounds: ClassVar[int] = 5
+
+    def damage_entry(self, cache_config: CacheConfiguration, key: str) -> None:
+        """Make the stored entry for ``key`` unreadable, as a damaged disk would (override).
+
+        The contract stores ``key`` and then another entry, closes every instance, calls this
+        and expects reading ``key`` to raise :class:`~hqs_sdk.errors.CacheCorruptError`, again
+        and again (the damage is left in place, not silently dropped). The default skips that
+        test.
+        """
+        pytest.skip(f"{type(self).__name__} does not override damage_entry(), so how this "
+                    "cache reports an unreadable entry is not checked")
+
+    def _child_args(self, cache_config: CacheConfiguration, cache: Cache) -> list[str]:
+        cls = type(cache)
+        return [base64.b64encode(pickle.dumps(cache_config)).decode(),
+                f"{cls.__module__}:{cls.__qualname__}"]
+
+    def _child_env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
     @pytest.fixture
     def cache_config(self) -> CacheConfiguration:
@@ -134,14 +235,9 @@ class CacheContract:
                                                     cache: Cache) -> None:
         if not self.persistent:
             pytest.skip("this cache lives in the process only")
-        import base64
-        import pickle
-
-        blob = base64.b64encode(pickle.dumps(cache_config)).decode()
-        cls = type(cache)
-        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, blob,
-                                   f"{cls.__module__}:{cls.__qualname__}", f"p{n}", "100"],
-                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        procs = [subprocess.Popen([sys.executable, "-c", _WRITER,
+                                   *self._child_args(cache_config, cache), f"p{n}", "100"],
+                                  env=self._child_env())
                  for n in range(3)]
         for proc in procs:
             assert proc.wait(120) == 0
@@ -155,3 +251,154 @@ class CacheContract:
 
         other = attrs.evolve(cache_config, mode=CacheMode.WRITE_ONLY)
         assert other.identity() == cache_config.identity()
+
+    # -- one key written at once -------------------------------------------------------------
+
+    def test_threads_putting_one_key_leave_one_of_their_entries(self, cache: Cache) -> None:
+        written = [_with_id(make_entry("same", n=t), f"thread-{t}") for t in range(8)]
+        barrier = threading.Barrier(len(written), timeout=30)
+
+        def work(entry: CacheEntry) -> None:
+            barrier.wait()
+            for _ in range(20):
+                cache.put(entry)
+
+        threads = [threading.Thread(target=work, args=(e,)) for e in written]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert cache.get("same") in written
+        assert [e.key for e in cache.entries()] == ["same"]
+
+    def test_claim_stores_only_over_absent_or_the_entry_replaced(self, cache: Cache) -> None:
+        first = _with_id(make_entry("k", state=ExecutionState.CREATED), "first")
+        second = _with_id(make_entry("k", state=ExecutionState.CREATED), "second")
+        assert cache.claim(first) is None
+        assert cache.get("k") == first
+        assert cache.claim(second) == first  # present: nothing stored
+        assert cache.claim(second, replaces=second) == first  # not the one stored
+        assert cache.get("k") == first
+        assert cache.claim(second, replaces=first) is None  # replaces the one stored
+        assert cache.get("k") == second
+        assert cache.claim(first, replaces=first) == second
+        assert cache.delete("k") is True
+        # Deleted meanwhile: absent, so stored, and None still means "stored".
+        assert cache.claim(first, replaces=second) is None
+        assert cache.get("k") == first
+
+    def test_threads_claiming_one_key_have_exactly_one_winner(self, cache: Cache) -> None:
+        for round_ in range(5):
+            key = f"claimed-{round_}"
+            results: dict[int, CacheEntry | None] = {}
+            barrier = threading.Barrier(8, timeout=30)
+
+            def work(t: int, key: str = key, results: dict[int, Any] = results,
+                     barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                results[t] = cache.claim(_with_id(make_entry(key), f"thread-{t}"))
+
+            threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            winners = [t for t, stored in results.items() if stored is None]
+            assert len(results) == 8
+            assert len(winners) == 1, f"{len(winners)} threads claimed {key}"
+            winner_id = f"thread-{winners[0]}"
+            assert {s.request.execution_id for s in results.values() if s} == {winner_id}
+            assert cache.get(key).request.execution_id == winner_id  # type: ignore[union-attr]
+
+    def test_processes_claiming_one_key_have_exactly_one_winner(
+            self, cache_config: CacheConfiguration, cache: Cache) -> None:
+        if not self.persistent:
+            pytest.skip("this cache lives in the process only")
+        if type(cache).claim is Cache.claim:
+            pytest.skip(f"{type(cache).__name__} keeps the default Cache.claim, which is atomic "
+                        "between the threads of one process only; override claim() with an "
+                        "atomic operation of the store to have this checked")
+        for round_ in range(3):
+            key = f"claimed-{round_}"
+            start = time.time() + 1.5  # after every child has imported and opened the store
+            procs = [subprocess.Popen(
+                [sys.executable, "-c", _CLAIMANT, *self._child_args(cache_config, cache), key,
+                 f"process-{n}", str(start)],
+                env=self._child_env(), stdout=subprocess.PIPE, text=True) for n in range(4)]
+            outputs = []
+            for proc in procs:
+                out, _ = proc.communicate(timeout=120)
+                assert proc.returncode == 0
+                outputs.append(out.strip())
+            winners = [n for n, out in enumerate(outputs) if out == "won"]
+            assert len(winners) == 1, f"{len(winners)} processes claimed {key}: {outputs}"
+            winner_id = f"process-{winners[0]}"
+            assert {o for o in outputs if o != "won"} == {winner_id}
+            assert cache.get(key).request.execution_id == winner_id  # type: ignore[union-attr]
+
+    # -- damage and kills ----------------------------------------------------------------------
+
+    def test_an_unreadable_entry_is_reported_and_left_in_place(
+            self, cache_config: CacheConfiguration, cache: Cache) -> None:
+        cache.put(make_entry("victim", n=1))
+        cache.put(make_entry("after", n=2))
+        cache.close()
+        self.damage_entry(cache_config, "victim")
+        for _ in range(2):
+            reader = open_store(cache_config)
+            try:
+                with pytest.raises(CacheCorruptError) as info:
+                    reader.get("victim")
+                assert "victim" in str(info.value), "the error must name the entry's key"
+                with pytest.raises(CacheCorruptError):
+                    reader.get("victim")
+            finally:
+                reader.close()
+
+    def test_acknowledged_entries_survive_writers_killed_at_random_moments(
+            self, cache_config: CacheConfiguration, cache: Cache) -> None:
+        if not self.persistent:
+            pytest.skip("this cache lives in the process only")
+        rng = random.Random(1234)
+        acknowledged: set[str] = set()
+        for round_ in range(self.kill_rounds):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _ACKNOWLEDGING_WRITER,
+                 *self._child_args(cache_config, cache), f"r{round_}"],
+                env=self._child_env(), stdout=subprocess.PIPE)
+            assert proc.stdout is not None
+            first = proc.stdout.readline()  # the writer is running: kill it mid-stream
+            time.sleep(rng.uniform(0.0, 0.3))
+            proc.send_signal(signal.SIGKILL)
+            rest, _ = proc.communicate(timeout=60)
+            lines = (first + rest).split(b"\n")
+            acknowledged.update(line.decode() for line in lines[:-1])  # whole lines only
+        assert len(acknowledged) >= self.kill_rounds, "the writers acknowledged nothing"
+        cache.close()
+        fresh = open_store(cache_config)
+        try:
+            missing = sorted(k for k in acknowledged if fresh.get(k) is None)
+            assert not missing, (f"{len(missing)} of {len(acknowledged)} acknowledged entries "
+                                 f"lost, e.g. {missing[:5]}")
+            for key in sorted(acknowledged)[:50]:
+                assert fresh.get(key) == make_entry(key, n=int(key.rpartition("-")[2]))
+            fresh.put(make_entry("after-the-kills"))  # the store is still writable
+            assert fresh.get("after-the-kills") == make_entry("after-the-kills")
+        finally:
+            fresh.close()
+
+    # -- opened as a user's script opens it ----------------------------------------------------
+
+    def test_open_cache_in_a_fresh_process(self, cache_config: CacheConfiguration,
+                                           cache: Cache) -> None:
+        blob = base64.b64encode(pickle.dumps(cache_config)).decode()
+        try:
+            done = subprocess.run([sys.executable, "-c", _OPEN_CACHE, blob,
+                                   self.plugin_module or ""], env=self._child_env(),
+                                  capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("open_cache hung in a fresh process")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "ok"
+        if self.persistent:
+            assert cache.get("from-a-fresh-process") == make_entry("from-a-fresh-process", n=5)

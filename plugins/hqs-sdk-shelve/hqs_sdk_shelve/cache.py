@@ -338,7 +338,7 @@ class ShelveCache(Cache):
         if magic != _MAGIC or zlib.crc32(struct.pack("<II", klen, vlen) + body) != crc:
             self._corrupt = f"the record at byte {offset} fails its checksum"
             raise self._damaged(key, self._corrupt)
-        return decode_entry(body[klen:], f"{self.data_path} (key {key})")
+        return decode_entry(body[klen:], self.data_path, key)
 
     def _damaged(self, key: str, reason: str) -> CacheCorruptError:
         return CacheCorruptError(
@@ -547,7 +547,7 @@ def _convert_legacy(cache: ShelveCache, kind: str) -> None:
     records = [HEADER]
     for key, text in items:
         value = text if isinstance(text, str) else encode_entry(text)
-        decode_entry(value, f"{path} (legacy, key {key})")  # refuse what cannot be read back
+        decode_entry(value, f"{path} (legacy)", key)  # refuse what cannot be read back
         records.append(_record(key, value.encode()))
     staging = path + ".compact"
     try:
