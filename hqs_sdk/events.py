@@ -290,8 +290,12 @@ class CallbackList(Generic[F]):
         return fn
 
     def remove(self, fn: Callable[..., object]) -> None:
-        """Unregister ``fn`` (every registration of it; no error if it was not registered)."""
-        self._callbacks = [(f, n) for f, n in self._callbacks if f is not fn]
+        """Unregister ``fn`` (every registration of it; no error if it was not registered).
+
+        Compares with ``==``, so ``remove(obj.method)`` finds ``obj.method`` registered earlier
+        (each attribute access makes a new bound-method object).
+        """
+        self._callbacks = [(f, n) for f, n in self._callbacks if f != fn]
 
     def __len__(self) -> int:
         return len(self._callbacks)

@@ -217,6 +217,16 @@ def test_scopes_share_callbacks_and_remove_works(hqs_config: Any) -> None:
     assert len(hqs_config.on_finished) == 0
 
 
+def test_a_registered_method_can_be_removed(hqs_config: Any) -> None:
+    class Reporter:
+        def finished(self, request: Any, response: Any) -> None: ...
+
+    reporter = Reporter()
+    hqs_config.on_finished(reporter.finished)
+    hqs_config.on_finished.remove(reporter.finished)  # a new bound-method object
+    assert len(hqs_config.on_finished) == 0
+
+
 def test_plugins_still_get_the_event_objects(hqs_config: Any) -> None:
     from hqs_sdk import hookimpl
     from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
