@@ -43,6 +43,14 @@ class Backend(abc.ABC):
       again returns a handle to the same execution and never starts a second one. The client
       relies on this to survive a kill between submitting and recording the handle.
     - :meth:`states` reports on many handles in one call (one round trip for remote backends).
+    - State lives outside the instance: a new instance of the same configuration, in another
+      process, sees every execution an earlier one submitted and fetches its response (users
+      re-attach by running their script again).
+    - A request the backend can never provision (more vcpu, memory or GPUs than it has) is
+      refused at submission, before anything runs: :meth:`check` raises
+      :class:`~hqs_sdk.errors.BackendRejectedError` and :meth:`submit` calls it first. A
+      refusal is not a failed execution: the client caches nothing for it, and a service
+      answers the submission with a 4xx.
     - Transient failures raise :class:`~hqs_sdk.errors.BackendUnavailableError` (the client
       retries); permanent refusals raise :class:`~hqs_sdk.errors.BackendRejectedError`.
     """
@@ -56,9 +64,23 @@ class Backend(abc.ABC):
     def __init__(self, config: BackendConfiguration) -> None:
         self.config = config
 
+    def check(self, request: TaskExecutionRequest) -> None:  # noqa: B027 - accepts by default
+        """Refuse a request this backend can never run; return ``None`` to accept it.
+
+        Raise :class:`~hqs_sdk.errors.BackendRejectedError` with a message naming the task,
+        what it asks for, the limit and what to do (e.g. ``scoped_config(vcpu=...)``). Called
+        by :meth:`submit` implementations before they start anything, and by the task service
+        while it answers a submission, so it must be quick and must not start or store
+        anything. A resource that is merely busy now is not a refusal: queue the execution.
+        The default accepts everything.
+        """
+
     @abc.abstractmethod
     def submit(self, request: TaskExecutionRequest) -> Handle:
-        """Start the execution (or find it, if this ``execution_id`` was submitted before)."""
+        """Start the execution (or find it, if this ``execution_id`` was submitted before).
+
+        Call :meth:`check` first: a request it refuses must not start or leave anything behind.
+        """
 
     def submit_many(self, requests: Sequence[TaskExecutionRequest]) -> list[Handle]:
         """Submit several requests; override to batch (e.g. one Slurm job array)."""

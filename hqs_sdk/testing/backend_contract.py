@@ -3,20 +3,44 @@
 Subclass :class:`BackendContract` in the plugin's tests and provide a ``backend_config``
 fixture. The tests use the tasks in :mod:`hqs_sdk.testing.tasks`, which the backend's workers
 must be able to import (they ship with hqs-sdk itself).
+
+The contract fails a backend that keeps its state in memory: a new instance of the same
+configuration, in a new process (the configuration is pickled to it, so it must pickle), must
+see and fetch what another one submitted, and two instances submitting one execution id must
+run it once. A test that cannot apply to a backend skips with the reason, never passes
+silently; a subclass says what its backend can do with these class attributes:
+
+- :attr:`~BackendContract.shares_file_system`: the workers see this machine's files, so the
+  tests can count task starts in a marker file;
+- :attr:`~BackendContract.supports_timeout`, :attr:`~BackendContract.supports_memory_limit`:
+  the backend stops a task at ``Provisioning.timeout_s`` / ``memory_mb``;
+- :attr:`~BackendContract.queue_capacity` with the ``queueing_config`` fixture: how to make an
+  execution wait in state ``queued`` (to cancel it there);
+- :attr:`~BackendContract.unprovisionable`: a request the backend can never provision.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
+import os
+import pickle
+import select
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import pytest
 
-from hqs_sdk.backend import Backend, BackendConfiguration, Handle
-from hqs_sdk.errors import BackendRejectedError
+from hqs_sdk.backend import Backend, BackendConfiguration, BackendSpec, Handle
+from hqs_sdk.errors import BackendError, BackendRejectedError
 from hqs_sdk.models import (
     ExecutionState,
     Provisioning,
@@ -24,6 +48,8 @@ from hqs_sdk.models import (
     TaskExecutionResponse,
 )
 from hqs_sdk.tasks import Task
+
+__all__ = ["BackendContract", "PluginStatusError", "make_request", "wait_finished"]
 
 
 def make_request(task: Task[Any], provisioning: Provisioning | None = None, **arguments: Any
@@ -52,26 +78,151 @@ def wait_finished(backend: Backend, handle: Handle, timeout: float = 60.0,
     raise AssertionError(f"execution {handle!r} did not finish within {timeout} s")
 
 
+def wait_state(backend: Backend, handle: Handle, state: ExecutionState, timeout: float) -> None:
+    """Poll until ``handle`` is in ``state``; fail if it finishes or the time is up first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = backend.states([handle])[0].state
+        if now is state:
+            return
+        assert not now.finished, f"execution {handle!r} finished ({now}) before it was {state}"
+        assert time.monotonic() < deadline, f"execution {handle!r} was not {state} within " \
+                                            f"{timeout} s (still {now})"
+        time.sleep(0.05)
+
+
+class PluginStatusError(BackendError):
+    """A plugin's own error type whose ``__init__`` takes other arguments than a message.
+
+    The contract raises it from a backend's ``states()`` while the SDK's runner waits: the
+    runner must hand this very error to the waiting caller and keep polling other calls.
+    """
+
+    def __init__(self, host: str, status: int) -> None:
+        super().__init__(f"the status service on {host} answered {status}")
+        self.host = host
+        self.status = status
+
+
+# A fresh interpreter that knows only what the command line gives it: a new backend instance
+# of the pickled configuration, asked about a handle another process got from submit(). The
+# backend class is imported by name, so the contract works for a plugin registered in a test.
+_REATTACH = """
+import base64, importlib, json, pickle, sys, time
+from hqs_sdk.serialization import converter
+module, _, name = sys.argv[2].partition(":")
+config = pickle.loads(base64.b64decode(sys.argv[1]))
+backend = getattr(importlib.import_module(module), name)(config)
+handle, timeout = json.loads(sys.argv[3]), float(sys.argv[4])
+try:
+    first = backend.states([handle])[0].state
+    deadline = time.monotonic() + timeout
+    state = first
+    while not state.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+        state = backend.states([handle])[0].state
+    response = backend.fetch(handle) if state.finished else None
+    print(json.dumps({"first": first.value, "last": state.value,
+                      "response": converter.unstructure(response)}))
+finally:
+    backend.close()
+"""
+
+# Another process's instance submitting a request at a signal from the test (a line on stdin),
+# so that two instances submit one execution id at the same moment.
+_SUBMIT = """
+import base64, importlib, json, pickle, sys
+from hqs_sdk.models import TaskExecutionRequest
+from hqs_sdk.serialization import converter
+module, _, name = sys.argv[2].partition(":")
+config = pickle.loads(base64.b64decode(sys.argv[1]))
+backend = getattr(importlib.import_module(module), name)(config)
+request = converter.structure(json.loads(sys.argv[3]), TaskExecutionRequest)
+try:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(backend.submit(request)), flush=True)
+finally:
+    backend.close()
+"""
+
+
+def _process_args(script: str, config: BackendConfiguration, backend_class: type[Backend],
+                  *args: str) -> list[str]:
+    try:
+        blob = base64.b64encode(pickle.dumps(config)).decode()
+    except Exception as exc:
+        raise AssertionError(
+            f"{type(config).__name__} cannot be pickled ({exc}); a backend configuration must "
+            "reach other processes (re-attach from a new script, the run_many threads, a "
+            "service)") from exc
+    return [sys.executable, "-c", script, blob,
+            f"{backend_class.__module__}:{backend_class.__qualname__}", *args]
+
+
+def _process_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def _config_subclass(config: BackendConfiguration) -> BackendConfiguration:
+    """``config`` as an instance of a new subclass of its class (for a test-only spec)."""
+    base = type(config)
+    derived = attrs.frozen(type(f"Contract{base.__name__}", (base,),
+                                {"__module__": __name__, "__doc__": base.__doc__}))
+    values = {f.alias: getattr(config, f.name) for f in attrs.fields(base) if f.init}
+    derived_config: BackendConfiguration = derived(**values)
+    return derived_config
+
+
 class BackendContract:
-    """Tests every backend must pass. Provide the ``backend_config`` fixture."""
+    """Tests every backend must pass. Provide the ``backend_config`` fixture.
+
+    See the module docstring for the class attributes that say what the backend can do.
+    """
 
     #: Seconds a short task may take end to end on this backend (queueing included).
     finish_timeout: float = 60.0
+    #: The workers see this machine's files (tasks can write a marker file under the test's
+    #: ``tmp_path`` that the test reads). Without it, the run-once checks skip.
+    shares_file_system: bool = True
+    #: The backend stops a task at ``Provisioning.timeout_s`` with state ``timed_out``.
+    supports_timeout: bool = True
+    #: The backend stops a task that uses more than ``Provisioning.memory_mb``, with error kind
+    #: ``out_of_memory``.
+    supports_memory_limit: bool = True
+    #: How many executions of a long task the backend of the ``queueing_config`` fixture runs
+    #: at once: the contract starts that many, then one more, which must wait (``queued``).
+    #: 0 when that configuration queues everything (e.g. Slurm jobs submitted on hold);
+    #: ``None`` when the backend cannot be made to queue (the queued-cancel test skips).
+    queue_capacity: int | None = None
+    #: A request this backend can never provision; it must refuse it at submission.
+    unprovisionable: ClassVar[Provisioning] = Provisioning(vcpu=100_000)
 
     @pytest.fixture
     def backend_config(self) -> BackendConfiguration:
         raise NotImplementedError("subclasses provide the backend_config fixture")
 
     @pytest.fixture
-    def backend(self, backend_config: BackendConfiguration) -> Iterator[Backend]:
-        from hqs_sdk.plugins import registry
+    def queueing_config(self, backend_config: BackendConfiguration) -> BackendConfiguration:
+        """The configuration whose backend queues after :attr:`queue_capacity` executions."""
+        return backend_config
 
-        spec = registry().backend_spec_for(backend_config)
-        instance = spec.backend_class(backend_config)
+    @pytest.fixture
+    def backend(self, backend_config: BackendConfiguration) -> Iterator[Backend]:
+        instance = self.new_backend(backend_config)
         try:
             yield instance
         finally:
             instance.close()
+
+    @staticmethod
+    def new_backend(config: BackendConfiguration) -> Backend:
+        """A new instance of the backend registered for ``config``."""
+        from hqs_sdk.plugins import registry
+
+        return registry().backend_spec_for(config).backend_class(config)
+
+    # -- running, failing, states ------------------------------------------------------------
 
     def test_runs_a_task_and_returns_its_output(self, backend: Backend) -> None:
         from hqs_sdk.testing import tasks
@@ -94,7 +245,7 @@ class BackendContract:
         again = backend.submit(request)
         assert wait_finished(backend, second, self.finish_timeout).state is ExecutionState.SUCCEEDED
         assert wait_finished(backend, again, self.finish_timeout).output == "slept"
-        if marker.exists():  # only where the worker shares this file system
+        if self.shares_file_system:
             assert len(marker.read_text().splitlines()) == 1, "the task ran more than once"
 
     def test_states_of_many_handles_in_one_call(self, backend: Backend) -> None:
@@ -118,28 +269,6 @@ class BackendContract:
         assert "raise ValueError(message)" in response.error.traceback
         assert "about to fail" in response.log_tail
 
-    def test_cancel_stops_a_running_execution(self, backend: Backend) -> None:
-        from hqs_sdk.testing import tasks
-
-        handle = backend.submit(make_request(tasks.sleep, seconds=30))
-        deadline = time.monotonic() + self.finish_timeout
-        while backend.states([handle])[0].state is not ExecutionState.RUNNING:
-            assert time.monotonic() < deadline, "the task never started running"
-            time.sleep(0.02)
-        started = time.monotonic()
-        backend.cancel(handle)
-        response = wait_finished(backend, handle, self.finish_timeout)
-        assert response.state is ExecutionState.CANCELLED
-        assert time.monotonic() - started < 25
-
-    def test_timeout_stops_the_task(self, backend: Backend) -> None:
-        from hqs_sdk.testing import tasks
-
-        request = make_request(tasks.sleep, Provisioning(timeout_s=0.5), seconds=30)
-        response = wait_finished(backend, backend.submit(request), self.finish_timeout)
-        assert response.state is ExecutionState.TIMED_OUT
-        assert response.error is not None and response.error.kind == "timeout"
-
     def test_progress_is_reported_while_running(self, backend: Backend) -> None:
         from hqs_sdk.testing import tasks
 
@@ -159,10 +288,7 @@ class BackendContract:
     def test_unknown_task_version_is_a_clear_failure(self, backend: Backend) -> None:
         from hqs_sdk.testing import tasks
 
-        request = make_request(tasks.add, a=1)
-        import attrs
-
-        request = attrs.evolve(request, task_version="999.0")
+        request = attrs.evolve(make_request(tasks.add, a=1), task_version="999.0")
         # A backend may refuse it at once (a service that knows its tasks) or fail it.
         try:
             handle = backend.submit(request)
@@ -173,3 +299,259 @@ class BackendContract:
         assert response.state is ExecutionState.FAILED
         assert response.error is not None and response.error.kind == "version_mismatch"
         assert "999.0" in response.error.message
+
+    # -- state outside the instance -----------------------------------------------------------
+
+    def test_reattach_from_a_new_instance_in_a_new_process(
+        self, backend: Backend, backend_config: BackendConfiguration
+    ) -> None:
+        """What a user does by running the script again: the handle from the cache, a new
+        backend from the same configuration, in a fresh interpreter."""
+        from hqs_sdk.serialization import converter
+        from hqs_sdk.testing import tasks
+
+        request = make_request(tasks.sleep, seconds=1.0)
+        handle = backend.submit(request)
+        text = json.dumps(handle)  # the cache keeps handles as JSON
+        assert json.loads(text) == handle, f"the handle {handle!r} does not survive JSON"
+        done = subprocess.run(
+            _process_args(_REATTACH, backend_config, type(backend), text,
+                          str(self.finish_timeout)),
+            capture_output=True, text=True, timeout=self.finish_timeout + 60, env=_process_env())
+        assert done.returncode == 0, (
+            "a new backend instance in a new process could not re-attach to an execution "
+            f"submitted by another instance (is the backend's state only in memory?):\n"
+            f"{done.stderr[-3000:]}")
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        assert seen["first"] in ("queued", "running", "succeeded"), seen
+        assert seen["last"] == "succeeded", seen
+        response = converter.structure(seen["response"], TaskExecutionResponse)
+        assert response.output == "slept"
+        assert response.execution_id == request.execution_id
+        assert wait_finished(backend, handle, self.finish_timeout).output == "slept"
+
+    def test_two_instances_submitting_one_execution_run_it_once(
+        self, backend: Backend, backend_config: BackendConfiguration, tmp_path: Any
+    ) -> None:
+        """Two scripts submitting the same execution id at once (one re-attaching to the
+        other's fresh cache entry): one execution, and both get its handle."""
+        if not self.shares_file_system:
+            pytest.skip("shares_file_system is False: the test cannot count the task's starts")
+        from hqs_sdk.serialization import converter
+        from hqs_sdk.testing import tasks
+
+        marker = tmp_path / "starts.txt"
+        request = make_request(tasks.sleep, seconds=0.5, marker=str(marker))
+        other = subprocess.Popen(
+            _process_args(_SUBMIT, backend_config, type(backend),
+                          json.dumps(converter.unstructure(request))),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_process_env())
+        try:
+            assert other.stdout is not None and other.stdin is not None
+            ready, _, _ = select.select([other.stdout], [], [], 60)
+            assert ready and other.stdout.readline().strip() == "ready", \
+                f"the other process did not start: {other.stderr.read() if other.stderr else ''}"
+            other.stdin.write("go\n")
+            other.stdin.flush()
+            mine = backend.submit(request)
+            out, err = other.communicate(timeout=self.finish_timeout)
+        finally:
+            if other.poll() is None:
+                other.kill()
+                other.wait(10)
+        assert other.returncode == 0, err[-3000:]
+        theirs = json.loads(out.strip().splitlines()[-1])
+        assert wait_finished(backend, mine, self.finish_timeout).output == "slept"
+        assert wait_finished(backend, theirs, self.finish_timeout).output == "slept"
+        starts = marker.read_text().splitlines()
+        assert len(starts) == 1, f"one execution id ran {len(starts)} times"
+
+    # -- cancel -------------------------------------------------------------------------------
+
+    def test_cancel_stops_a_running_execution(self, backend: Backend) -> None:
+        from hqs_sdk.testing import tasks
+
+        handle = backend.submit(make_request(tasks.sleep, seconds=30))
+        wait_state(backend, handle, ExecutionState.RUNNING, self.finish_timeout)
+        started = time.monotonic()
+        backend.cancel(handle)
+        response = wait_finished(backend, handle, self.finish_timeout)
+        assert response.state is ExecutionState.CANCELLED
+        assert backend.states([handle])[0].state is ExecutionState.CANCELLED
+        assert time.monotonic() - started < 25
+
+    def test_cancel_of_a_queued_execution(self, queueing_config: BackendConfiguration,
+                                          tmp_path: Any) -> None:
+        """Cancelled while it waits for room: it ends cancelled and never starts later."""
+        if self.queue_capacity is None:
+            pytest.skip("queue_capacity is None: the contract cannot make this backend queue "
+                        "(set it and the queueing_config fixture)")
+        from hqs_sdk.testing import tasks
+
+        backend = self.new_backend(queueing_config)
+        fillers: list[Handle] = []
+        try:
+            fillers = [backend.submit(make_request(tasks.sleep, seconds=300))
+                       for _ in range(self.queue_capacity)]
+            for filler in fillers:
+                wait_state(backend, filler, ExecutionState.RUNNING, self.finish_timeout)
+            marker = tmp_path / "starts.txt"
+            handle = backend.submit(make_request(tasks.sleep, seconds=0.1, marker=str(marker)))
+            for _ in range(5):  # it stays queued while the room is taken
+                state = backend.states([handle])[0].state
+                assert state is ExecutionState.QUEUED, \
+                    f"with {self.queue_capacity} executions running it should queue, is {state}"
+                time.sleep(0.1)
+            backend.cancel(handle)
+            response = wait_finished(backend, handle, self.finish_timeout)
+            assert response.state is ExecutionState.CANCELLED, response
+            assert backend.states([handle])[0].state is ExecutionState.CANCELLED
+            for filler in fillers:
+                backend.cancel(filler)
+            for filler in fillers:
+                wait_finished(backend, filler, self.finish_timeout)
+            fillers = []
+            time.sleep(1.0)  # room again: a cancelled execution must not start now
+            assert backend.states([handle])[0].state is ExecutionState.CANCELLED
+            if self.shares_file_system:
+                assert not marker.exists(), "the cancelled execution ran after all"
+        finally:
+            for filler in fillers:
+                with contextlib.suppress(BackendError):
+                    backend.cancel(filler)
+            backend.close()
+
+    # -- provisioning -------------------------------------------------------------------------
+
+    def test_timeout_stops_the_task(self, backend: Backend) -> None:
+        if not self.supports_timeout:
+            pytest.skip("supports_timeout is False: the backend does not stop tasks in time")
+        from hqs_sdk.testing import tasks
+
+        request = make_request(tasks.sleep, Provisioning(timeout_s=0.5), seconds=120)
+        started = time.monotonic()
+        response = wait_finished(backend, backend.submit(request), self.finish_timeout)
+        assert response.state is ExecutionState.TIMED_OUT
+        assert response.error is not None and response.error.kind == "timeout"
+        assert time.monotonic() - started < self.finish_timeout
+
+    def test_memory_limit_stops_the_task(self, backend: Backend) -> None:
+        if not self.supports_memory_limit:
+            pytest.skip("supports_memory_limit is False: the backend does not enforce memory_mb")
+        from hqs_sdk.testing import tasks
+
+        request = make_request(tasks.allocate, Provisioning(memory_mb=100), megabytes=400,
+                               hold_seconds=10)
+        response = wait_finished(backend, backend.submit(request), self.finish_timeout)
+        assert response.state is ExecutionState.FAILED, response
+        assert response.error is not None and response.error.kind == "out_of_memory", response
+        assert "memory" in response.error.message.lower()
+
+    def test_an_unprovisionable_request_is_refused_at_submission(self, backend: Backend,
+                                                                 tmp_path: Any) -> None:
+        """Refused, not failed: nothing runs, nothing is left behind, and the same execution
+        id with a request the backend can run then runs once."""
+        from hqs_sdk.testing import tasks
+
+        marker = tmp_path / "starts.txt"
+        request = make_request(tasks.sleep, self.unprovisionable, seconds=0.01,
+                               marker=str(marker))
+        with pytest.raises(BackendRejectedError) as info:
+            backend.submit(request)
+        assert request.task_name in str(info.value), f"the refusal names no task: {info.value}"
+        time.sleep(0.5)
+        if self.shares_file_system:
+            assert not marker.exists(), "the refused request ran"
+        feasible = attrs.evolve(request, provisioning=Provisioning())
+        response = wait_finished(backend, backend.submit(feasible), self.finish_timeout)
+        assert response.output == "slept", response
+        if self.shares_file_system:
+            assert len(marker.read_text().splitlines()) == 1
+
+    def test_check_refuses_what_the_backend_cannot_provision(self, backend: Backend) -> None:
+        if type(backend).check is Backend.check:
+            pytest.skip(f"{type(backend).__name__} does not override Backend.check: a service "
+                        "running it learns of a refusal only after accepting the submission")
+        from hqs_sdk.testing import tasks
+
+        with pytest.raises(BackendRejectedError, match="add"):
+            backend.check(make_request(tasks.add, self.unprovisionable, a=1))
+        backend.check(make_request(tasks.add, a=1))  # what it can run, it accepts
+
+    # -- files --------------------------------------------------------------------------------
+
+    def test_file_references_out_and_in(self, backend: Backend) -> None:
+        """A file a task returns is readable by the client and is input to another task."""
+        from hqs_sdk.fileref import FileRef
+        from hqs_sdk.serialization import converter
+        from hqs_sdk.testing import tasks
+
+        content = "file contract: ü\n" * 1000
+        written = wait_finished(backend, backend.submit(make_request(
+            tasks.write_text, content=content, name="contract.txt")), self.finish_timeout)
+        assert written.state is ExecutionState.SUCCEEDED, written
+        ref = converter.structure(written.output, FileRef)
+        assert ref.read_text() == content
+        read = wait_finished(backend, backend.submit(make_request(tasks.read_text, ref=ref)),
+                             self.finish_timeout)
+        assert read.state is ExecutionState.SUCCEEDED, read
+        assert read.output == content
+
+    # -- errors through the SDK's runner ------------------------------------------------------
+
+    def test_a_plugin_error_while_waiting_reaches_the_caller(
+        self, backend_config: BackendConfiguration, hqs_config: Any
+    ) -> None:
+        """The backend's own error type (its own ``__init__``) raised by ``states()`` while
+        ``hqs_sdk.run`` waits reaches that caller, in bounded time, and the next call is
+        still polled."""
+        import types
+
+        from hqs_sdk import run
+        from hqs_sdk.hookspecs import hookimpl
+        from hqs_sdk.plugins import get_plugin_manager, registry, use_plugin_manager
+        from hqs_sdk.testing import tasks
+
+        base = registry().backend_spec_for(backend_config).backend_class
+        raised = threading.Event()
+
+        class FailingOnce(base):  # type: ignore[misc, valid-type]
+            def states(self, handles: Any) -> Any:
+                if not raised.is_set():
+                    raised.set()
+                    raise PluginStatusError("status.example", 418)
+                return super().states(handles)
+
+        config = _config_subclass(backend_config)
+        spec = BackendSpec("contract-failing-once", type(config), FailingOnce)
+        pm = get_plugin_manager()
+        pm.register(types.SimpleNamespace(hqs_sdk_backends=hookimpl(lambda: [spec])),
+                    name="contract-failing-once")
+
+        def in_thread(value: int) -> dict[str, Any]:
+            outcome: dict[str, Any] = {}
+
+            def call() -> None:
+                try:
+                    outcome["output"] = run(tasks.add.bind(value, uuid.uuid4().int % 1000))
+                except BaseException as exc:
+                    outcome["error"] = exc
+
+            thread = threading.Thread(target=call, daemon=True)
+            thread.start()
+            thread.join(self.finish_timeout)
+            assert not thread.is_alive(), (
+                "hqs_sdk.run still waits: an error raised by the backend while polling did not "
+                "reach the caller (did the poller die?)")
+            return outcome
+
+        with use_plugin_manager(pm):
+            hqs_config.backend = config
+            first = in_thread(1)
+            assert raised.is_set(), "the runner never asked the backend for states"
+            error = first.get("error")
+            assert isinstance(error, PluginStatusError), first
+            assert (error.host, error.status) == ("status.example", 418)
+            second = in_thread(2)
+            assert "output" in second, second

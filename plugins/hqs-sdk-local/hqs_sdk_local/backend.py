@@ -171,7 +171,8 @@ class LocalBackend(Backend):
 
     # -- submit --------------------------------------------------------------------------------
 
-    def _check(self, request: TaskExecutionRequest) -> None:
+    def check(self, request: TaskExecutionRequest) -> None:
+        """Refuse GPUs on a machine without any, and more vcpu or memory than it has."""
         prov = request.provisioning
         if prov.gpu and not _has_gpu():
             raise BackendRejectedError(
@@ -193,7 +194,7 @@ class LocalBackend(Backend):
                 )
 
     def submit(self, request: TaskExecutionRequest) -> Handle:
-        self._check(request)
+        self.check(request)
         folder = os.path.join(self.executions_dir, request.execution_id)
         handle = {"dir": folder}
         if os.path.exists(os.path.join(folder, "submitted")):

@@ -24,7 +24,9 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -33,6 +35,9 @@ IDLE_ENV = "HQS_SDK_FORK_SERVER_IDLE"
 _CONNECT_TIMEOUT_S = 2.0
 _START_WAIT_S = 5.0
 _MAX_MESSAGE = 1 << 20
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path: 108 bytes including the terminating NUL
+_BIND_SUFFIX = 12  # serve() binds "<path>.<pid>" first, then renames it
+_PRIVATE_FOLDER = "hqs-sdk-{uid}"
 
 
 def fingerprint(env: dict[str, str]) -> str:
@@ -48,8 +53,27 @@ def fingerprint(env: dict[str, str]) -> str:
 
 
 def socket_path(work_dir: str, env: dict[str, str]) -> str:
-    """Where the server for this work folder and environment listens."""
-    return os.path.join(work_dir, f"forkserver-{fingerprint(env)}.sock")
+    """Where the server for this work folder and environment listens.
+
+    In the work folder, unless its path is too long for a socket address (108 bytes with
+    room for the temporary name :func:`serve` binds first): then in a private folder of this
+    user under ``$XDG_RUNTIME_DIR`` or the temporary folder, named after the work folder.
+    """
+    name = f"forkserver-{fingerprint(env)}.sock"
+    path = os.path.join(work_dir, name)
+    if len(os.fsencode(path)) + _BIND_SUFFIX <= _SUN_PATH_MAX:
+        return path
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(work_dir))).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(base, _PRIVATE_FOLDER.format(uid=os.getuid()), f"{digest}-{name}")
+
+
+def _private_folder(folder: str) -> None:
+    """Create ``folder`` for this user only; refuse one that others could write to."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise OSError(f"{folder} is not a private folder of this user")
 
 
 # -- client side -------------------------------------------------------------------------------
@@ -70,10 +94,10 @@ def _request(path: str, message: dict[str, Any], fds: list[int]) -> int:
     return int(answer["pid"])
 
 
-def _start_server(path: str, env: dict[str, str]) -> None:
+def _start_server(path: str, env: dict[str, str]) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        os.posix_spawn(
+        return os.posix_spawn(
             sys.executable, [sys.executable, "-m", "hqs_sdk_local.forkserver", path], env,
             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
                           (os.POSIX_SPAWN_DUP2, devnull, 2)],
@@ -81,6 +105,13 @@ def _start_server(path: str, env: dict[str, str]) -> None:
         )
     finally:
         os.close(devnull)
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): wait on the clock
+        return False
 
 
 def spawn_worker(path: str, argv: list[str], env: dict[str, str], cwd: str, lock_fd: int,
@@ -94,13 +125,17 @@ def spawn_worker(path: str, argv: list[str], env: dict[str, str], cwd: str, lock
         return _request(path, message, [lock_fd, log_fd])
     except (FileNotFoundError, ConnectionRefusedError):
         pass
-    _start_server(path, env)
+    folder = os.path.dirname(path)
+    if os.path.basename(folder) == _PRIVATE_FOLDER.format(uid=os.getuid()):
+        _private_folder(folder)  # the short place for a deep work folder's socket
+    server = _start_server(path, env)
     deadline = time.monotonic() + _START_WAIT_S
     while True:
         try:
             return _request(path, message, [lock_fd, log_fd])
         except (FileNotFoundError, ConnectionRefusedError):
-            if time.monotonic() > deadline:
+            # A server that exited at once (it could not bind) is not waited for.
+            if time.monotonic() > deadline or _exited(server):
                 raise OSError(f"the fork server at {path} did not start") from None
             time.sleep(0.01)
 
@@ -165,7 +200,11 @@ def serve(path: str, idle_seconds: float | None = None) -> None:
     finally:
         os.umask(old_umask)
     server.listen(64)
-    os.replace(tmp, path)  # atomically take over from a stale server's socket, if any
+    try:
+        os.replace(tmp, path)  # atomically take over from a stale server's socket, if any
+    except OSError:
+        os.unlink(tmp)
+        raise
     identity = os.stat(path).st_ino
     server.settimeout(min(idle_seconds, 2.0))
     last_request = time.monotonic()

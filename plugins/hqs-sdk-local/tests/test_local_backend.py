@@ -25,10 +25,15 @@ from hqs_sdk.testing.backend_contract import make_request
 
 class TestLocalBackendContract(BackendContract):
     finish_timeout = 30.0
+    queue_capacity = 1
 
     @pytest.fixture
     def backend_config(self, tmp_path: Path) -> BackendConfigurationLocal:
         return BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
+
+    @pytest.fixture
+    def queueing_config(self, tmp_path: Path) -> BackendConfigurationLocal:
+        return BackendConfigurationLocal(work_dir=str(tmp_path / "queueing"), vcpu_slots=1)
 
 
 @pytest.fixture
@@ -219,8 +224,8 @@ def test_concurrent_submissions_of_one_execution_run_it_once(tmp_path: Path) -> 
     assert len(marker.read_text().splitlines()) == 10
 
 
-def _servers(work: Path) -> list[Path]:
-    return sorted(work.glob("forkserver-*.sock"))
+def _server_listens(backend: LocalBackend) -> bool:
+    return backend._fork_server is not None and os.path.exists(backend._fork_server)
 
 
 def test_workers_come_from_the_fork_server_and_survive_it(hqs_config: Any, tmp_path: Path,
@@ -230,11 +235,11 @@ def test_workers_come_from_the_fork_server_and_survive_it(hqs_config: Any, tmp_p
     config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
     backend = LocalBackend(config)
     handle = backend.submit(make_request(tasks.sleep, seconds=3))
-    assert len(_servers(tmp_path / "work")) == 1
+    assert _server_listens(backend)
     deadline = time.monotonic() + 15
-    while _servers(tmp_path / "work") and time.monotonic() < deadline:
+    while _server_listens(backend) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _servers(tmp_path / "work"), "the idle fork server did not exit"
+    assert not _server_listens(backend), "the idle fork server did not exit"
     response = wait_finished(backend, handle, 30)  # the worker outlived its server
     assert response.state is ExecutionState.SUCCEEDED
 
@@ -244,7 +249,7 @@ def test_without_the_fork_server_workers_are_spawned(hqs_config: Any, tmp_path: 
     backend = LocalBackend(config)
     response = wait_finished(backend, backend.submit(make_request(tasks.add, a=2)), 30)
     assert response.output == 2
-    assert not _servers(tmp_path / "work")
+    assert not list((tmp_path / "work").glob("forkserver-*"))
 
 
 def test_an_unusable_fork_server_socket_falls_back_to_spawning(hqs_config: Any,
@@ -254,5 +259,28 @@ def test_an_unusable_fork_server_socket_falls_back_to_spawning(hqs_config: Any,
     assert backend._fork_server is not None
     Path(backend._fork_server).parent.mkdir(parents=True, exist_ok=True)
     Path(backend._fork_server).mkdir()  # a folder where the socket should be: connect fails
-    response = wait_finished(backend, backend.submit(make_request(tasks.add, a=3)), 30)
-    assert response.output == 3
+    try:
+        started = time.monotonic()
+        response = wait_finished(backend, backend.submit(make_request(tasks.add, a=3)), 30)
+        assert response.output == 3
+        assert time.monotonic() - started < 4, "the client waited for a server that had died"
+        assert not list(Path(backend._fork_server).parent.glob(
+            Path(backend._fork_server).name + ".*")), "the server left its temporary socket"
+    finally:
+        Path(backend._fork_server).rmdir()
+
+
+def test_a_deep_work_folder_gets_its_fork_server_all_the_same(hqs_config: Any,
+                                                              tmp_path: Path) -> None:
+    """A socket address holds 108 bytes: a server for a deeper work folder could not bind,
+    and every submission waited 5 s for it before spawning the worker directly."""
+    work = tmp_path / ("deep-" * 20) / "work"
+    backend = LocalBackend(BackendConfigurationLocal(work_dir=str(work)))
+    assert backend._fork_server is not None
+    started = time.monotonic()
+    handles = [backend.submit(make_request(tasks.add, a=i)) for i in range(3)]
+    assert time.monotonic() - started < 3
+    assert [wait_finished(backend, h, 30).output for h in handles] == [0, 1, 2]
+    assert _server_listens(backend)
+    folder = Path(backend._fork_server).parent
+    assert folder.stat().st_mode & 0o777 == 0o700
