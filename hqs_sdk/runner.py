@@ -5,6 +5,25 @@ cache (a hit), re-attached (a pending entry), or newly submitted. The cache entr
 execution is written *before* the backend sees it (state CREATED) and updated with the handle
 after; submission is idempotent per execution id, so a client killed at any point neither
 loses nor duplicates an execution.
+
+Rules this module keeps:
+
+- **One submission per new call, across processes.** The CREATED entry is recorded with
+  :meth:`~hqs_sdk.cache.Cache.claim`, which stores it only if the key is still absent (or still
+  holds the entry this call decided to replace, e.g. a failed one under RESTART_FAILED). A
+  process that loses the claim uses the winner's entry as a fresh lookup would: it re-attaches
+  to it (submitting a handle-less CREATED entry again with the *same* execution id, which
+  backends treat idempotently) or takes its result. WRITE_ONLY overwrites with ``put``.
+- **A refusal is never cached.** A backend that refuses a request at submission
+  (:class:`~hqs_sdk.errors.BackendRejectedError`) has started nothing, so the CREATED entry is
+  removed again (or the entry it replaced is put back), whether the submission was new,
+  batched with others, or the re-submission of a pending entry on re-attach. A pending entry
+  refused on re-attach is dropped and the call is submitted anew with today's configuration.
+- **Nobody waits forever.** Every error while waiting (backend, cache write, plugin defect)
+  reaches the affected execution's waiter, with a note that the execution may still be
+  running and how to re-attach (see :mod:`hqs_sdk.polling`). Errors are never re-created to
+  add text: context goes into ``add_note`` or a chained error.
+- **Backends are closed at exit**, after their pollers are stopped, like caches.
 """
 
 from __future__ import annotations
@@ -30,6 +49,7 @@ from hqs_sdk.config import Configuration, current_config
 from hqs_sdk.errors import (
     BackendError,
     BackendRejectedError,
+    CacheError,
     ConfigurationError,
     HqsSdkError,
     NotInCacheError,
@@ -65,11 +85,16 @@ def _now() -> datetime:
 
 _backends: dict[tuple[type, str], tuple[str, Backend, PollHub]] = {}
 _backends_lock = threading.Lock()
+_close_at_exit_registered = False
 
 
 def backend_for(config: BackendConfiguration, configuration: Configuration
                 ) -> tuple[str, Backend, PollHub]:
-    """The process-wide backend instance (and its poller) for ``config``."""
+    """The process-wide backend instance (and its poller) for ``config``.
+
+    Every instance created here is closed at interpreter exit (see :func:`close_backends`).
+    """
+    global _close_at_exit_registered
     key = (type(config), repr(config))
     found = _backends.get(key)
     if found is not None:
@@ -83,6 +108,11 @@ def backend_for(config: BackendConfiguration, configuration: Configuration
             backend = spec.backend_class(config)
             found = (spec.name, backend, PollHub(backend, spec.name))
             _backends[key] = found
+            if not _close_at_exit_registered:
+                import atexit
+
+                atexit.register(close_backends)
+                _close_at_exit_registered = True
             new = True
         else:
             new = False
@@ -93,12 +123,27 @@ def backend_for(config: BackendConfiguration, configuration: Configuration
 
 
 def close_backends() -> None:
-    """Close every backend instance of this process (they are re-created on next use)."""
+    """Close every backend instance of this process (they are re-created on next use).
+
+    Runs at interpreter exit too. Each backend's poller is stopped first (executions still
+    watched get an error saying they may still be running); an error in one backend's
+    ``close`` is logged and does not keep the others open.
+    """
     with _backends_lock:
         items = list(_backends.values())
         _backends.clear()
-    for _, backend, _ in items:
-        backend.close()
+    for name, _, hub in items:
+        try:
+            hub.stop()
+        except Exception:
+            log.exception("stopping the poller of the %r backend failed", name)
+    for name, backend, _ in items:
+        try:
+            backend.close()
+        except Exception as exc:
+            log.warning("closing the %r backend failed (%s: %s); its connections or processes "
+                        "may be left to the operating system", name, type(exc).__name__, exc,
+                        exc_info=True)
 
 
 # -- the execution handle ------------------------------------------------------------------
@@ -215,7 +260,7 @@ class Execution(Generic[R]):
             previous = self._entry.state
             if status.state is not previous and not status.state.finished:
                 self._entry = attrs.evolve(self._entry, state=status.state, updated_at=_now())
-                self._write()
+                self._write("while waiting for it")  # raising makes the hub call on_error
         if status.progress is not None:
             self._emit(ev.ProgressEvent(request=self.request, backend=self._entry.backend,
                                         progress=status.progress))
@@ -225,32 +270,76 @@ class Execution(Generic[R]):
             with self._lock:
                 self._entry = attrs.evolve(self._entry, state=response.state, response=response,
                                            updated_at=_now())
-                self._write()
+                self._write("after it finished")
         except BaseException as exc:
-            self._future.set_exception(exc)
+            self._fail(exc)
             return
         self._emit(ev.FinishedEvent(request=self.request, backend=self._entry.backend,
                                     response=response))
-        self._future.set_result(response)
+        if not self._future.done():
+            self._future.set_result(response)
 
     def on_error(self, error: BaseException) -> None:
-        if isinstance(error, BackendError):
-            error = type(error)(
-                f"{error}\nWaiting for task {self.call.task.name!r} stopped; the execution may "
-                "still be running. Re-run the script to re-attach to it: its handle is in the "
-                "cache."
-            )
-        self._future.set_exception(error)
+        if not isinstance(error, CacheError | TaskError):
+            if self._cache is None:
+                how = "The cache is disabled, so a re-run submits it again."
+            else:
+                how = "Re-run the script to re-attach to it: its handle is in the cache."
+            _note(error, f"Waiting for the execution stopped; it may still be running on the "
+                         f"{self._entry.backend!r} backend. {how}")
+        self._fail(error)
 
-    def _write(self) -> None:
+    def _fail(self, error: BaseException) -> None:
+        try:
+            self._future.set_exception(error)
+        except Exception:  # already finished: nobody waits for this error
+            log.debug("dropping an error for the finished %r: %r", self, error)
+
+    def _write(self, when: str = "") -> None:
+        """Store the entry; a failure is a :class:`CacheError` saying what it means."""
         if self._cache is None:
             return
-        self._cache.put(self._entry)
+        try:
+            self._cache.put(self._entry)
+        except Exception as exc:
+            error = _write_failed(exc, self, when)
+            if error is exc:
+                raise
+            raise error from exc
         self._emit(ev.CacheWriteEvent(request=self.request, backend=self._entry.backend,
                                       entry=self._entry))
 
     def _emit(self, event: ev.Event) -> None:
         ev.emit(event, self._configuration.callbacks)
+
+
+def _note(error: BaseException, text: str) -> None:
+    """Add ``text`` to ``error`` once (one error object may reach several executions)."""
+    if text not in getattr(error, "__notes__", ()):
+        error.add_note(text)
+
+
+def _write_failed(exc: Exception, execution: Execution[Any], when: str) -> CacheError:
+    """The error for a failed cache write: ``exc`` itself if it is a :class:`CacheError`."""
+    entry = execution._entry
+    name = execution.call.task.name
+    if isinstance(exc, CacheError):
+        error = exc
+    else:
+        error = CacheError(
+            f"writing the cache entry of task {name!r} (key {entry.key}) to the cache "
+            f"{execution._configuration.cache.describe()} failed: {type(exc).__name__}: {exc}"
+        )
+    if entry.state.finished:
+        _note(error, f"Task {name!r} finished ({entry.state.value}), but its result could not "
+                     "be recorded. Make the cache writable again (disk space, permissions) and "
+                     "re-run the script: it re-attaches and fetches the result.")
+    else:
+        _note(error, f"Recording the state of task {name!r} failed {when}; the execution may "
+                     f"still be running on the {entry.backend!r} backend (handle "
+                     f"{entry.handle!r}). Make the cache writable again (disk space, "
+                     "permissions) and re-run the script to re-attach to it.")
+    return error
 
 
 def _task_error(name: str, key: str, response: TaskExecutionResponse, from_cache: bool
@@ -335,35 +424,64 @@ def submit(call: TaskCall[R]) -> Execution[R]:
     return execution
 
 
+#: How often one call may find its cache entry replaced by other processes before giving up.
+_CLAIM_ROUNDS = 5
+
+
 def _submit(call: TaskCall[R], configuration: Configuration, mode: CacheMode) -> Execution[R]:
-    cache_config = configuration.cache
-    cache = None if mode is CacheMode.DISABLED else open_cache(cache_config)
+    cache = None if mode is CacheMode.DISABLED else open_cache(configuration.cache)
+    reads = cache is not None and mode in _READS
+    entry = cache.get(call.cache_key) if cache is not None and reads else None
+    if entry is None and reads:
+        ev.emit(ev.CacheMissEvent(cache_key=call.cache_key, task_name=call.task.name),
+                configuration.callbacks)
+    for _ in range(_CLAIM_ROUNDS):
+        replaces = None
+        if entry is not None:
+            found, replaces = _from_entry(call, entry, configuration, cache, mode)
+            if found is not None:
+                return found
+        started = _submit_new(call, configuration, cache, mode, replaces)
+        if isinstance(started, Execution):
+            return started
+        entry = started  # another process recorded this call first: use its entry
+    raise CacheError(
+        f"the cache entry of task {call.task.name!r} (key {call.cache_key}) in "
+        f"{configuration.cache.describe()} was replaced by other processes {_CLAIM_ROUNDS} "
+        "times while this call tried to submit it. Run the call again; if this persists, "
+        f"remove the entry with `hqs-sdk cache rm {call.cache_key}`."
+    )
+
+
+def _from_entry(call: TaskCall[R], entry: CacheEntry, configuration: Configuration,
+                cache: Cache | None, mode: CacheMode
+                ) -> tuple[Execution[R] | None, CacheEntry | None]:
+    """Use a stored entry: (a hit or re-attached execution, None) or (None, entry to replace)."""
+    usable, reason = _usable(entry.state, mode)
+    if usable and entry.state.finished:
+        entry = _refreshed(entry, configuration, cache)
+        ev.emit(ev.CacheHitEvent(request=entry.request, backend=entry.backend, entry=entry),
+                configuration.callbacks)
+        return Execution(call, entry, configuration=configuration, cache=cache, backend=None,
+                         from_cache=True), None
+    if usable:
+        # None: a pending entry that the backend refused on re-submission, removed: run anew.
+        return _reattach(call, entry, configuration, cache), None
+    ev.emit(ev.CacheIgnoredEvent(request=entry.request, backend=entry.backend, entry=entry,
+                                 reason=reason), configuration.callbacks)
+    return None, entry
+
+
+def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | None,
+                mode: CacheMode, replaces: CacheEntry | None) -> Execution[R] | CacheEntry:
+    """Record and submit a new execution; or return the entry another process recorded first."""
     task = call.task
-    entry = cache.get(call.cache_key) if cache is not None and mode in _READS else None
-
-    def emit(event: ev.Event) -> None:
-        ev.emit(event, configuration.callbacks)
-
-    if entry is not None:
-        usable, reason = _usable(entry.state, mode)
-        if usable and entry.state.finished:
-            entry = _refreshed(entry, configuration, cache)
-            emit(ev.CacheHitEvent(request=entry.request, backend=entry.backend, entry=entry))
-            return Execution(call, entry, configuration=configuration, cache=cache,
-                             backend=None, from_cache=True)
-        if usable:
-            return _reattach(call, entry, configuration, cache)
-        emit(ev.CacheIgnoredEvent(request=entry.request, backend=entry.backend, entry=entry,
-                                  reason=reason))
-    elif cache is not None and mode in _READS:
-        emit(ev.CacheMissEvent(cache_key=call.cache_key, task_name=task.name))
-
     if configuration.throttling.disable_submissions:
         raise NotInCacheError(
             f"task {task.name!r} with this input is not in the cache "
-            f"({cache_config.describe()}, key {call.cache_key}) and submissions are disabled. "
-            "Enable them (throttling.disable_submissions = False) or use the cache that holds "
-            "the result."
+            f"({configuration.cache.describe()}, key {call.cache_key}) and submissions are "
+            "disabled. Enable them (throttling.disable_submissions = False) or use the cache "
+            "that holds the result."
         )
     name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
     request = TaskExecutionRequest(
@@ -376,29 +494,63 @@ def _submit(call: TaskCall[R], configuration: Configuration, mode: CacheMode) ->
         task_ref=task.ref,
         created_at=_now(),
     )
-    emit(ev.CreatingEvent(request=request, backend=name))
     entry = CacheEntry(key=call.cache_key, request=request, backend=name,
                        state=ExecutionState.CREATED, updated_at=_now())
     if cache is not None:
-        cache.put(entry)
+        if mode is CacheMode.WRITE_ONLY:
+            cache.put(entry)
+        else:
+            other = _claim(cache, entry, replaces)
+            if other is not None:
+                log.debug("another process recorded %s first; using its entry", call.cache_key)
+                return other
+    ev.emit(ev.CreatingEvent(request=request, backend=name), configuration.callbacks)
     try:
         handle = hub.submit(request)
-    except BackendRejectedError:
+    except BackendRejectedError as exc:
         if cache is not None:
-            cache.delete(call.cache_key)  # nothing runs: do not leave a pending entry behind
+            _unrecord(cache, entry, replaces, exc)  # nothing runs: leave no entry behind
         raise
     except BackendError as exc:
-        raise type(exc)(
-            f"{exc}\nThe submission of task {task.name!r} may or may not have arrived; re-run "
-            "the script to finish it (it is recorded in the cache and will not run twice)."
-        ) from exc
+        _note(exc, f"The submission of task {task.name!r} may or may not have arrived; re-run "
+                   "the script to finish it (it is recorded in the cache and will not run "
+                   "twice).")
+        raise
     execution = Execution(call, attrs.evolve(entry, handle=handle, state=ExecutionState.QUEUED),
                           configuration=configuration, cache=cache, backend=backend,
                           from_cache=False)
-    execution._write()
-    emit(ev.SubmittedEvent(request=request, backend=name, handle=handle))
+    execution._write("right after submitting it")
+    ev.emit(ev.SubmittedEvent(request=request, backend=name, handle=handle),
+            configuration.callbacks)
     hub.watch(handle, execution)
     return execution
+
+
+def _claim(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None) -> CacheEntry | None:
+    """Record ``entry`` unless another process did first; return that process's entry."""
+    other = cache.claim(entry, replaces=replaces)
+    if other is None and replaces is not None:
+        # None also answers "the entry to replace is gone"; ask again, as for a fresh key.
+        other = cache.claim(entry)
+        if other is not None and other.request.execution_id == entry.request.execution_id:
+            return None
+    return other
+
+
+def _unrecord(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None,
+              refusal: BaseException) -> None:
+    """Undo the recording of a refused ``entry``: put back what it replaced, or delete it."""
+    try:
+        if replaces is not None:
+            cache.claim(replaces, replaces=entry)
+            return
+        stored = cache.get(entry.key)
+        if stored is not None and stored.request.execution_id == entry.request.execution_id:
+            cache.delete(entry.key)
+    except Exception as exc:
+        _note(refusal, f"Removing its pending entry (key {entry.key}) from the cache failed too "
+                       f"({type(exc).__name__}: {exc}); remove it with `hqs-sdk cache rm "
+                       f"{entry.key}`.")
 
 
 def _has_urls(value: Any) -> bool:
@@ -444,7 +596,8 @@ def _refreshed(entry: CacheEntry, configuration: Configuration, cache: Cache | N
 
 
 def _reattach(call: TaskCall[R], entry: CacheEntry, configuration: Configuration,
-              cache: Cache | None) -> Execution[R]:
+              cache: Cache | None) -> Execution[R] | None:
+    """Watch a pending entry again; ``None`` if the backend refused it (entry removed)."""
     name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
     if entry.backend != name:
         raise ConfigurationError(
@@ -454,13 +607,25 @@ def _reattach(call: TaskCall[R], entry: CacheEntry, configuration: Configuration
             f"{call.cache_key}` to run it anew."
         )
     if entry.state is ExecutionState.CREATED or entry.handle is None:
-        # Killed between recording and submitting: submitting again is safe (idempotent).
-        entry = attrs.evolve(entry, handle=hub.submit(entry.request),
-                             state=ExecutionState.QUEUED, updated_at=_now())
+        # Recorded but perhaps never submitted (a killed client, or another process that is
+        # submitting it right now): submitting the same execution id again is idempotent.
+        try:
+            handle = hub.submit(entry.request)
+        except BackendRejectedError as exc:
+            log.info("the %r backend refused the pending execution %s of task %r (%s); "
+                     "submitting it anew", name, entry.request.execution_id, call.task.name, exc)
+            if cache is not None:
+                _unrecord(cache, entry, None, exc)
+            return None
+        except BackendError as exc:
+            _note(exc, f"Task {call.task.name!r} was recorded in the cache but perhaps never "
+                       "submitted; re-run the script to submit it (it will not run twice).")
+            raise
+        entry = attrs.evolve(entry, handle=handle, state=ExecutionState.QUEUED,
+                             updated_at=_now())
     execution = Execution(call, entry, configuration=configuration, cache=cache,
                           backend=backend, from_cache=False)
-    if cache is not None:
-        execution._write()
+    execution._write("while re-attaching to it")
     ev.emit(ev.ReattachedEvent(request=entry.request, backend=name, handle=entry.handle),
             configuration.callbacks)
     hub.watch(entry.handle, execution)
