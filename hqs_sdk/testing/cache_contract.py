@@ -16,6 +16,7 @@ module holding its ``hqs_sdk_caches`` hook when no entry point registers it.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import pickle
 import random
@@ -29,8 +30,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from hqs_sdk.cache import Cache, CacheConfiguration
-from hqs_sdk.errors import CacheCorruptError
+from hqs_sdk.cache import Cache, CacheConfiguration, FileCacheConfiguration
+from hqs_sdk.errors import CacheCorruptError, CacheError
 from hqs_sdk.models import CacheEntry, ExecutionState
 from hqs_sdk.testing.entries import make_entry
 
@@ -99,6 +100,48 @@ if sys.argv[2]:
         main()
 else:
     main()
+"""
+
+
+# Tries to open, read and write a store as an unprivileged user (root ignores file modes):
+# everything is imported first, since root's own folders may be closed to that user.
+_PROBE = """
+import base64, fcntl, importlib, json, os, pickle, sqlite3, sys
+from hqs_sdk.cache import decode_entry, encode_entry
+from hqs_sdk.errors import CacheError
+from hqs_sdk.testing.entries import make_entry
+module, _, name = sys.argv[2].partition(":")
+cache_class = getattr(importlib.import_module(module), name)
+config = pickle.loads(base64.b64decode(sys.argv[1]))
+decode_entry(encode_entry(make_entry("warm-up")), "warm-up")
+if os.getuid() == 0:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+out = {}
+cache = None
+
+
+def attempt(step, fn):
+    try:
+        fn()
+    except Exception as exc:
+        out[step] = {"type": type(exc).__name__, "message": str(exc),
+                     "cache_error": isinstance(exc, CacheError)}
+        return False
+    out[step] = "ok"
+    return True
+
+
+def open_():
+    global cache
+    cache = cache_class(config)
+
+
+if attempt("open", open_):
+    attempt("get", lambda: cache.get("k"))
+    attempt("put", lambda: cache.put(make_entry("new")))
+print(json.dumps(out))
 """
 
 
@@ -402,3 +445,130 @@ class CacheContract:
         assert done.stdout.strip() == "ok"
         if self.persistent:
             assert cache.get("from-a-fresh-process") == make_entry("from-a-fresh-process", n=5)
+
+    # -- a store that cannot be written ---------------------------------------------------------
+
+    def _file_store(self, cache_config: CacheConfiguration, folder: str) -> CacheConfiguration:
+        import attrs
+
+        if not self.persistent or not isinstance(cache_config, FileCacheConfiguration):
+            pytest.skip("not a cache kept in files")
+        config = attrs.evolve(cache_config, file=os.path.join(folder, "cache"))
+        store = open_store(config)
+        try:
+            store.put(make_entry("k"))
+        finally:
+            store.close()
+        return config
+
+    def _probe(self, config: CacheConfiguration, cache: Cache) -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-c", _PROBE, *self._child_args(config, cache)],
+                              env=self._child_env(), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    def _first_failure(self, outcome: dict[str, Any]) -> dict[str, Any] | None:
+        return next((v for v in outcome.values() if v != "ok"), None)
+
+    def test_a_read_only_file_is_a_clear_error(self, cache_config: CacheConfiguration,
+                                               cache: Cache, shared_folder: str) -> None:
+        config = self._file_store(cache_config, shared_folder)
+        for name in os.listdir(shared_folder):
+            os.chmod(os.path.join(shared_folder, name), 0o444)
+        outcome = self._probe(config, cache)
+        failure = self._first_failure(outcome)
+        assert failure is not None, f"a read-only store was written to: {outcome}"
+        assert failure["cache_error"], outcome
+        assert failure["type"] != "CacheCorruptError", f"not damaged, only read-only: {failure}"
+        message = failure["message"]
+        assert config.describe() in message, f"the error must name the file: {message}"
+        assert "read-only" in message or "not writable" in message, message
+        assert "chmod" in message or "writable place" in message, f"no remedy: {message}"
+
+    def test_a_read_only_folder_is_a_clear_error_or_no_matter(
+            self, cache_config: CacheConfiguration, cache: Cache, shared_folder: str) -> None:
+        config = self._file_store(cache_config, shared_folder)
+        for name in os.listdir(shared_folder):
+            os.chmod(os.path.join(shared_folder, name), 0o666)
+        os.chmod(shared_folder, 0o555)
+        try:
+            outcome = self._probe(config, cache)
+        finally:
+            os.chmod(shared_folder, 0o777)
+        failure = self._first_failure(outcome)
+        if failure is None:  # the cache needs no new files to write: fine, if it wrote
+            reader = open_store(config)
+            try:
+                assert reader.get("new") == make_entry("new")
+            finally:
+                reader.close()
+            return
+        assert failure["cache_error"], outcome
+        assert failure["type"] != "CacheCorruptError", f"not damaged, only read-only: {failure}"
+        message = failure["message"]
+        assert config.describe() in message, f"the error must name the file: {message}"
+        assert f"folder {shared_folder} is not writable" in message, (
+            f"the cause is the folder, and the error must say so: {message}")
+
+    def test_a_full_disk_is_a_clear_error_and_harms_nothing(
+            self, cache_config: CacheConfiguration, cache: Cache, tiny_disk: str) -> None:
+        config = self._file_store(cache_config, tiny_disk)
+        store = open_store(config)
+        error: CacheError | None = None
+        try:
+            for i in range(5000):
+                try:
+                    store.put(make_entry(f"fill-{i}", n=i))
+                except CacheError as exc:
+                    error = exc
+                    break
+        finally:
+            store.close()
+        assert error is not None, "5,000 entries fit on a 256 KiB disk?"
+        assert not isinstance(error, CacheCorruptError), error
+        message = str(error)
+        assert "full" in message and config.describe() in message, message
+        assert "free space" in message.lower(), f"the error must say what to do: {message}"
+        reader = open_store(config)
+        try:
+            assert reader.get("k") == make_entry("k")
+            assert reader.get("fill-0") == make_entry("fill-0", n=0)
+        finally:
+            reader.close()
+
+    @pytest.fixture
+    def shared_folder(self) -> Iterator[str]:
+        """A folder every user may enter, for the probes that run as an unprivileged user."""
+        import shutil
+        import tempfile
+
+        if os.getuid() != 0 and os.access("/", os.W_OK):
+            pytest.skip("file modes are not enforced for this user")
+        folder = tempfile.mkdtemp(prefix="hqs-sdk-contract-", dir="/tmp")
+        os.chmod(folder, 0o777)
+        try:
+            yield folder
+        finally:
+            os.chmod(folder, 0o777)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @pytest.fixture
+    def tiny_disk(self) -> Iterator[str]:
+        """A 256 KiB tmpfs (needs root; skipped, with the reason, otherwise)."""
+        import shutil
+        import tempfile
+
+        if os.getuid() != 0:
+            pytest.skip("mounting a tiny tmpfs to fill needs root")
+        folder = tempfile.mkdtemp(prefix="hqs-sdk-full-", dir="/tmp")
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", folder],
+                                 capture_output=True, text=True, timeout=30)
+        if mounted.returncode != 0:
+            os.rmdir(folder)
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        try:
+            yield folder
+        finally:
+            subprocess.run(["umount", "-l", folder], capture_output=True, timeout=30)
+            shutil.rmtree(folder, ignore_errors=True)

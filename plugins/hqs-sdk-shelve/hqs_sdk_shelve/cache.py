@@ -363,9 +363,12 @@ class ShelveCache(Cache):
             )
         record = _record(key, value)
         try:
-            written = os.pwrite(self._fd, record, self._end)
-            if written != len(record):
-                raise OSError(errno.EIO, f"short write ({written} of {len(record)} bytes)")
+            done = 0
+            while done < len(record):  # a short write: the next one says why (ENOSPC, ...)
+                written = os.pwrite(self._fd, record[done:], self._end + done)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += written
             os.fsync(self._fd)
         except OSError as exc:
             # Leave no partial record that a later writer would have to cut off.
