@@ -176,7 +176,10 @@ ROUTES: tuple[Route, ...] = (
     Route("whoami", "GET", "/v1/whoami", "The user the bearer token belongs to.",
           reply=WhoAmI),
     Route("submit", "POST", "/v1/executions",
-          f"Start up to {MAX_BATCH} executions; idempotent per execution_id.",
+          f"Start up to {MAX_BATCH} executions; idempotent per execution_id. A request the "
+          "service's backend can never provision (more vcpu, memory or GPUs than it has) is "
+          "refused with 422 `not_provisionable`, naming the request and the limit, and "
+          "nothing of the batch is kept.",
           body=SubmitBody, reply=SubmitReply),
     Route("states", "POST", "/v1/executions/states",
           f"The state of up to {MAX_BATCH} executions in one request.",
@@ -282,7 +285,8 @@ def _problem_responses(route: Route, components: dict[str, Any]) -> dict[str, An
     problem = {"content": {"application/json": {"schema": _schema(Problem, components)}}}
     codes = {"400": "malformed request", "404": "no such execution or file for this user",
              "409": "not finished yet", "413": "request too large",
-             "422": "request not understood (wrong fields or types)"}
+             "422": "request not understood (wrong fields or types), or refused for good "
+                    "(e.g. not_provisionable)"}
     if route.name == "download":
         codes = {"400": "malformed request", "403": "the signature is wrong or has expired",
                  "404": "no such file"}

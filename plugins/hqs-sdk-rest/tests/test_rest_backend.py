@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hqs_sdk_rest import BackendConfigurationREST, Client
+from hqs_sdk_server.testing import Service, running_service
 
 from hqs_sdk import run_many
 from hqs_sdk.testing import BackendContract, tasks
 
 
+@pytest.fixture(scope="module")
+def one_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A service that runs one execution at a time: the next one waits in its queue."""
+    with running_service(tmp_path_factory.mktemp("one-at-a-time"), max_running=1) as running:
+        yield running
+
+
 class TestRESTBackendContract(BackendContract):
     finish_timeout = 60.0
+    queue_capacity = 1
 
     @pytest.fixture
     def backend_config(self, rest_config: Any) -> Any:
         return rest_config
+
+    @pytest.fixture
+    def queueing_config(self, one_at_a_time: Service) -> Any:
+        return BackendConfigurationREST(url=one_at_a_time.url,
+                                        token=one_at_a_time.token("queued"))
 
 
 def test_calls_run_on_the_service(hqs_config: Any, rest_config: BackendConfigurationREST) -> None:

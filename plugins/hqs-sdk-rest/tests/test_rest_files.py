@@ -19,7 +19,7 @@ from hqs_sdk_server.testing import Service, running_service
 
 from hqs_sdk import FileRef
 from hqs_sdk.cache import CacheConfigurationMemory
-from hqs_sdk.errors import BackendRejectedError, HqsSdkError
+from hqs_sdk.errors import HqsSdkError
 from hqs_sdk.testing import tasks
 
 LIFETIME = 3  # seconds a signed URL works on this module's service
@@ -157,7 +157,9 @@ def test_uploads_go_on_when_the_memo_cannot_be_kept(short_lived: Service, tmp_pa
 
 def test_a_missing_input_file_is_refused_and_not_cached(config: Any, tmp_path: Path) -> None:
     missing = FileRef.from_path(tmp_path / "nope.txt")
-    with pytest.raises(BackendRejectedError, match=r"nope\.txt.*exists"):
+    # Refused before anything is submitted: a local input file enters the cache key by its
+    # content, so the SDK reads it first (a refused upload would say the same).
+    with pytest.raises(HqsSdkError, match=r"nope\.txt.*(exist|cannot be read)"):
         tasks.read_text(missing)
     cache = config.cache
     assert isinstance(cache, CacheConfigurationMemory)

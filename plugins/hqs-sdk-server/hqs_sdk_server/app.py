@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Match, Route
 
-from hqs_sdk.models import ExecutionState
+from hqs_sdk.errors import BackendRejectedError
+from hqs_sdk.models import ExecutionState, TaskExecutionRequest
 from hqs_sdk.serialization import converter
 from hqs_sdk_server.auth import User, authenticate
 from hqs_sdk_server.catalog import Catalog, UnknownTask
@@ -117,6 +118,9 @@ class Context:
     files: FileStore
     catalog: Catalog
     wake: Callable[..., None]  # Scheduler.wake
+    #: The execution backend's Backend.check: raises BackendRejectedError for a request it
+    #: can never run.
+    check: Callable[[TaskExecutionRequest], None]
     user: User | None
     body: Any
     params: dict[str, str]
@@ -221,7 +225,14 @@ def submit(ctx: Context) -> Any:
         except UnknownTask as exc:
             raise ApiError(422, "unknown_task", str(exc)) from None
         request_input = ctx.files.inputs_to_internal(_user(ctx).id, request.input, own_hosts)
-        checked.append(attrs.evolve(request, task_ref=ref, input=request_input))
+        request = attrs.evolve(request, task_ref=ref, input=request_input)
+        try:  # before anything is stored: a refusal is an answer, not a failed execution
+            ctx.check(request)
+        except BackendRejectedError as exc:
+            raise ApiError(422, "not_provisionable",
+                           f"execution {request.execution_id!r} of task {request.task_name!r} "
+                           f"cannot run on this service: {exc}") from None
+        checked.append(request)
     infos = ctx.store.submit(_user(ctx).id, checked)
     ctx.wake(poll=False)
     return wire.SubmitReply(infos)
@@ -356,8 +367,9 @@ def create_app(settings: Settings) -> Starlette:
                     # The token first: a caller without one learns nothing of the body's rules.
                     user = user_of(auth) if spec.authenticated else None
                     body = _structure(raw, spec.body) if raw is not None and spec.body else None
-                    return handler(Context(settings, store, files, catalog, scheduler.wake, user,
-                                           body, params, base_url(request)))
+                    return handler(Context(settings, store, files, catalog, scheduler.wake,
+                                           scheduler.backend.check, user, body, params,
+                                           base_url(request)))
 
                 result = await run_in_threadpool(work)
             except ApiError as error:

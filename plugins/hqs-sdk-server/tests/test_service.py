@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -140,15 +141,29 @@ def _count(service: Service, token: str) -> int:
     return len(_call(service, "GET", "/v1/executions?limit=1000", token).json()["items"])
 
 
-def test_a_request_the_backend_refuses_fails_alone(service: Service, alice: str) -> None:
+def test_a_request_the_backend_cannot_provision_is_refused_and_nothing_is_stored(
+        service: Service) -> None:
+    """A refusal is an answer to the submission (422), not a failed execution: the client
+    caches nothing for it, so the same call without the impossible request runs later."""
     from hqs_sdk.models import Provisioning
 
-    impossible = make_request(tasks.add, Provisioning(memory_mb=10**30), a=1, b=1)
+    token = service.token(f"erin-{uuid.uuid4().hex[:6]}")
+    impossible = make_request(tasks.add, Provisioning(vcpu=100_000), a=1, b=1)
     fine = make_request(tasks.add, a=2, b=2)
-    assert _submit(service, alice, impossible, fine).status_code == 200  # started together
-    assert _wait(service, alice, fine.execution_id)["output"] == 4
-    refused = _wait(service, alice, impossible.execution_id)
-    assert refused["state"] == "failed" and "refused" in refused["error"]["message"]
+    reply = _submit(service, token, fine, impossible)
+    assert reply.status_code == 422, reply.text
+    problem = reply.json()
+    assert problem["error"] == "not_provisionable"
+    for named in (impossible.execution_id, "'add'", "100000 vcpu",
+                  f"has {len(os.sched_getaffinity(0))}"):
+        assert named in problem["message"], (named, problem)
+    assert _count(service, token) == 0  # nothing of the batch was kept
+    huge = attrs.evolve(impossible, provisioning=Provisioning(memory_mb=10**9))
+    reply = _submit(service, token, huge)
+    assert reply.status_code == 422 and "MiB of memory" in reply.json()["message"]
+    assert _submit(service, token, fine).status_code == 200
+    assert _wait(service, token, fine.execution_id)["output"] == 4
+    assert _count(service, token) == 1
 
 
 def test_unknown_tasks_versions_and_bad_ids_are_refused_and_nothing_is_stored(
