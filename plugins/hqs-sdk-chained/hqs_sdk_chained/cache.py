@@ -2,7 +2,11 @@
 
 Uses: a fast local cache in front of one shared with colleagues, or a new cache type in front
 of an old one so entries migrate as they are used. The inner caches are opened through the
-core's :func:`hqs_sdk.cache.open_cache`, so any installed cache plugin can take part.
+core's :func:`hqs_sdk.cache.open_cache`, so any installed cache plugin can take part; they are
+shared with the rest of the process and closed by it at exit, not by :meth:`ChainedCache.close`.
+
+:meth:`ChainedCache.claim` is as atomic as the first cache's ``claim``: an entry found only in a
+later cache is first copied to the first one (put-if-absent), then the claim is decided there.
 """
 
 from __future__ import annotations
@@ -72,6 +76,17 @@ class ChainedCache(Cache):
 
     def put(self, entry: CacheEntry) -> None:
         self.caches[0].put(entry)
+
+    def claim(self, entry: CacheEntry, replaces: CacheEntry | None = None) -> CacheEntry | None:
+        """Decided by the first cache, after copying an entry found only further down to it."""
+        first = self.caches[0]
+        if first.get(entry.key) is None:
+            for cache in self.caches[1:]:
+                found = cache.get(entry.key)
+                if found is not None:
+                    first.claim(found)  # unless another process wrote one meanwhile
+                    break
+        return first.claim(entry, replaces)
 
     def delete(self, key: str) -> bool:
         found = [cache.delete(key) for cache in self.caches]
