@@ -13,11 +13,11 @@ import pytest
 pytest.importorskip("hqs_sdk_sqlite")
 pytest.importorskip("hqs_sdk_shelve")
 
-from hqs_sdk_chained import CacheConfigurationChained  # noqa: E402
-from hqs_sdk_shelve import CacheConfigurationShelve  # noqa: E402
-from hqs_sdk_sqlite import CacheConfigurationSQLite  # noqa: E402
+from hqs_sdk_chained import CacheConfigurationChained
+from hqs_sdk_shelve import CacheConfigurationShelve
+from hqs_sdk_sqlite import CacheConfigurationSQLite
 
-from hqs_sdk.testing import CacheContract  # noqa: E402
+from hqs_sdk.testing import CacheContract
 
 
 class TestChainedFilesContract(CacheContract):
