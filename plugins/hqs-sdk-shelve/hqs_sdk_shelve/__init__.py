@@ -1,4 +1,4 @@
-"""hqs-sdk cache ``shelve``: entries in a shelve (dbm) file, for compatibility."""
+"""hqs-sdk cache ``shelve``: entries in an append-only JSON log file (``<file>.dat``)."""
 
 from hqs_sdk_shelve.cache import CacheConfigurationShelve, ShelveCache
 

@@ -13,4 +13,4 @@ def hqs_sdk_caches() -> Iterator[CacheSpec]:
     from hqs_sdk_shelve.cache import CacheConfigurationShelve, ShelveCache
 
     yield CacheSpec("shelve", CacheConfigurationShelve, ShelveCache,
-                    "a shelve (dbm) file, locked against concurrent writers")
+                    "an append-only JSON log file, fsync'ed, shared through flock")
