@@ -1,4 +1,5 @@
-"""Issue 11, defects 5, 11 and 7, as user scripts see them: nothing hangs, backends close.
+"""Issue 11, defects 5, 11, 7 and 4, as user scripts see them: nothing hangs, backends close,
+a refusal leaves nothing behind.
 
 Each test writes a user script that registers a small plugin of its own (a backend or cache
 class derived from a real one, misbehaving the way a third-party plugin or a full disk does),
@@ -8,6 +9,7 @@ bounds it in time: a script that hangs fails the test.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -69,6 +71,19 @@ class MarkedBackend(LocalBackend):
             f.write(f"closed {{self.config.label}}\\n")
 
 
+@attrs.frozen
+class BackendConfigurationDying(BackendConfigurationLocal):
+    pass
+
+
+class DyingBackend(LocalBackend):
+    # With DIE set, the client is killed while it submits (after recording the call).
+    def submit(self, request):
+        if os.environ.get("DIE"):
+            os._exit(9)
+        return super().submit(request)
+
+
 @attrs.define
 class CacheConfigurationFilling(CacheConfigurationSQLite):
     pass
@@ -87,6 +102,7 @@ class Plugin:
     def hqs_sdk_backends(self):
         yield BackendSpec("flaky", BackendConfigurationFlaky, FlakyBackend)
         yield BackendSpec("marked", BackendConfigurationMarked, MarkedBackend)
+        yield BackendSpec("dying", BackendConfigurationDying, DyingBackend)
 
     @hookimpl
     def hqs_sdk_caches(self):
@@ -104,14 +120,15 @@ def reattached(request, handle):
 """
 
 
-def run_script(tmp_path: Path, body: str, timeout: float = 40) -> subprocess.CompletedProcess[str]:
+def run_script(tmp_path: Path, body: str, timeout: float = 40, **env: str
+               ) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "user_script.py"
     header = HEADER.format(flag=str(tmp_path / "flag"), marker=str(tmp_path / "marker"),
                            work=str(tmp_path / "work"))
     script.write_text(header + textwrap.dedent(body))
     try:
         return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                              timeout=timeout, cwd=tmp_path)
+                              timeout=timeout, cwd=tmp_path, env={**os.environ, **env})
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"the script hung for {timeout} s; output: {exc.stdout!r}, "
                              f"stderr: {exc.stderr!r}") from None
@@ -185,3 +202,22 @@ def test_a_backend_failing_to_close_does_not_keep_the_others_open(tmp_path: Path
     assert "closing the 'marked' backend failed" in done.stderr
     assert "the connection was gone already" in done.stderr
     assert "Exception ignored" not in done.stderr
+
+
+def test_a_pending_call_refused_on_reattach_runs_anew_with_todays_settings(
+        tmp_path: Path) -> None:
+    first = """
+    from hqs_sdk import scoped_config
+    global_config.backend = BackendConfigurationDying(work_dir=WORK)
+    with scoped_config(vcpu=100000):
+        tasks.add(4, 4)
+    """
+    killed = run_script(tmp_path, first, DIE="1")
+    assert killed.returncode == 9, killed.stderr  # killed after recording, before submitting
+    rerun = """
+    global_config.backend = BackendConfigurationDying(work_dir=WORK)
+    print("RESULT", tasks.add(4, 4), flush=True)
+    """
+    done = run_script(tmp_path, rerun)
+    assert done.returncode == 0, done.stderr
+    assert "RESULT 8" in done.stdout
