@@ -92,8 +92,11 @@ def main():
     print("ok", flush=True)
 
 
-if sys.argv[2]:
-    from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
+from hqs_sdk.errors import PluginNotFoundError
+from hqs_sdk.plugins import get_plugin_manager, registry, use_plugin_manager
+try:
+    registry().cache_spec_for(config)
+except PluginNotFoundError:  # registered in the test only: register its module here too
     pm = get_plugin_manager()
     pm.register(importlib.import_module(sys.argv[2]), name="cache-under-contract")
     with use_plugin_manager(pm):
@@ -163,8 +166,9 @@ class CacheContract:
 
     Attributes:
         persistent: the store outlives its process (reopen, processes and kill tests run).
-        plugin_module: the module with the plugin's ``hqs_sdk_caches`` hook, for a plugin
-            that is not registered by an entry point (the fresh-process test registers it).
+        plugin_module: the module with the plugin's ``hqs_sdk_caches`` hook, registered by
+            the fresh-process test when no entry point provides the cache (default: the
+            cache class's module).
         kill_rounds: how many writers the kill test starts and kills.
     """
 
@@ -435,9 +439,10 @@ class CacheContract:
     def test_open_cache_in_a_fresh_process(self, cache_config: CacheConfiguration,
                                            cache: Cache) -> None:
         blob = base64.b64encode(pickle.dumps(cache_config)).decode()
+        module = self.plugin_module or type(cache).__module__
         try:
-            done = subprocess.run([sys.executable, "-c", _OPEN_CACHE, blob,
-                                   self.plugin_module or ""], env=self._child_env(),
+            done = subprocess.run([sys.executable, "-c", _OPEN_CACHE, blob, module],
+                                  env=self._child_env(),
                                   capture_output=True, text=True, timeout=60)
         except subprocess.TimeoutExpired:
             pytest.fail("open_cache hung in a fresh process")
