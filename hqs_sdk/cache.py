@@ -355,9 +355,13 @@ def close_caches() -> None:
 # a file cache through open_cache appends "<plugin>\t<absolute path>" to one text file, once:
 # the file is read at most once per process (to skip lines already there) and appended to at
 # most once per cache. Duplicates from processes racing are harmless: readers deduplicate.
+# Appends hold an flock; when the file has grown past _TIDY_LINES lines, mostly of files that
+# are gone (test runs leave many), the process that reads it rewrites it with the live ones
+# under that lock, so no append is lost.
 
 _recorded: set[tuple[str, str]] | None = None
 _record_lock = threading.Lock()
+_TIDY_LINES = 1000
 
 
 def caches_record_path() -> str:
@@ -369,17 +373,51 @@ def caches_record_path() -> str:
 
 def _read_record(path: str) -> list[tuple[str, str]]:
     """The (plugin, path) lines of the record, in order, without duplicates or bad lines."""
+    return _parse_record(path)[0]
+
+
+def _parse_record(path: str) -> tuple[list[tuple[str, str]], int]:
+    """The record's entries (as :func:`_read_record`) and how many lines it has."""
     try:
         with open(path, encoding="utf-8") as file:
             lines = file.read().splitlines()
     except OSError:
-        return []
+        return [], 0
     seen: dict[tuple[str, str], None] = {}
     for line in lines:
         name, tab, file_path = line.partition("\t")
         if tab and name and os.path.isabs(file_path):
             seen.setdefault((name, file_path), None)
-    return list(seen)
+    return list(seen), len(lines)
+
+
+def _locked_record(record: str) -> int:
+    """An fd of the record file, created if need be, holding its exclusive flock."""
+    import fcntl
+
+    for _ in range(10):
+        fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(record).st_ino:
+                return fd  # not replaced by a tidy-up while this process waited
+        except OSError:
+            pass
+        os.close(fd)
+    raise OSError(f"{record} keeps being replaced")
+
+
+def _tidy_record(record: str) -> None:
+    """Rewrite the record with only the caches whose files exist (under its lock)."""
+    fd = _locked_record(record)
+    try:
+        keep = [item for item in _read_record(record) if _store_exists(item[1])]
+        tmp = f"{record}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.writelines(f"{name}\t{path}\n" for name, path in keep)
+        os.replace(tmp, record)
+    finally:
+        os.close(fd)  # releases the lock; appenders waiting on the old file open the new one
 
 
 def _record_cache(name: str, file_path: str) -> None:
@@ -396,13 +434,15 @@ def _record_cache(name: str, file_path: str) -> None:
         record = caches_record_path()
         try:
             if _recorded is None:
-                _recorded = set(_read_record(record))
+                items, lines = _parse_record(record)
+                _recorded = set(items)
+                if lines > _TIDY_LINES:
+                    _tidy_record(record)
                 if item in _recorded:
                     return
             _recorded.add(item)
             os.makedirs(os.path.dirname(record), exist_ok=True)
-            # One write of one short line in append mode: lines of racing processes never mix.
-            fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = _locked_record(record)
             try:
                 os.write(fd, f"{name}\t{file_path}\n".encode())
             finally:
@@ -432,13 +472,12 @@ def recorded_caches() -> list[CacheConfiguration]:
         spec = caches.get(name)
         if spec is None or not issubclass(spec.configuration_class, FileCacheConfiguration):
             continue
-        config = spec.configuration_class(file=file_path)
-        if _store_exists(config, file_path):
-            configs.append(config)
+        if _store_exists(file_path):
+            configs.append(spec.configuration_class(file=file_path))
     return configs
 
 
-def _store_exists(config: CacheConfiguration, file_path: str) -> bool:
+def _store_exists(file_path: str) -> bool:
     """Whether the store of ``config`` is on disk (a plugin may keep ``<file>.<suffix>`` files)."""
     if os.path.exists(file_path):
         return True

@@ -340,3 +340,16 @@ def test_a_record_that_cannot_be_written_is_only_logged(
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
     assert "cannot record" in caplog.records[0].getMessage()
     assert recorded_caches() == []
+
+
+@pytest.mark.usefixtures("test_plugins")
+def test_a_record_grown_long_with_deleted_files_is_tidied(tmp_path: Path) -> None:
+    live = tmp_path / "live.cache"
+    live.touch()
+    record = Path(caches_record_path())
+    record.parent.mkdir(parents=True)
+    gone = "".join(f"filed\t{tmp_path}/gone-{i}.cache\n" for i in range(1500))
+    record.write_text(gone + f"filed\t{live}\n")
+    open_cache(ConfigurationFiled(file=str(tmp_path / "new.cache")))
+    assert record.read_text().splitlines() == [f"filed\t{live}",
+                                               f"filed\t{tmp_path / 'new.cache'}"]
