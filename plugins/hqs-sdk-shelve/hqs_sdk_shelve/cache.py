@@ -92,6 +92,19 @@ class CacheConfigurationShelve(FileCacheConfiguration):
         return f"{type(self).__name__}:{self.path()}"
 
 
+def _whole_record_after(data: bytes, pos: int) -> bool:
+    """Whether a complete record with a good checksum starts somewhere at or after ``pos``."""
+    while (pos := data.find(_MAGIC, pos)) >= 0:
+        if pos + _HEAD.size <= len(data):
+            _, crc, klen, vlen = _HEAD.unpack_from(data, pos)
+            end = pos + _HEAD.size + klen + (0 if vlen == _TOMBSTONE else vlen)
+            body = data[pos + _HEAD.size:end]
+            if end <= len(data) and zlib.crc32(struct.pack("<II", klen, vlen) + body) == crc:
+                return True
+        pos += 1
+    return False
+
+
 def _record(key: str, value: bytes | None) -> bytes:
     key_bytes = key.encode()
     body = key_bytes + (value or b"")
@@ -293,12 +306,19 @@ class ShelveCache(Cache):
             body_len = klen + (0 if vlen == _TOMBSTONE else vlen)
             total = _HEAD.size + body_len
             if total > remaining:
-                self._torn = True
+                if _whole_record_after(data, pos + 1):
+                    # Not a record cut short by a kill (that is always the last one): its
+                    # length is damaged, and what follows cannot be trusted.
+                    self._corrupt = (f"the record at byte {start + pos} claims more bytes than "
+                                     "the file has, and records follow it (its record marker)")
+                    self._lost_sync = True
+                else:
+                    self._torn = True
                 break
             body = data[pos + _HEAD.size:pos + total]
             offset = start + pos
             if zlib.crc32(struct.pack("<II", klen, vlen) + body) != crc:
-                if total == remaining:
+                if total == remaining and not _whole_record_after(data, pos + 1):
                     self._torn = True  # the last record, written by a writer that was killed
                     break
                 key = body[:klen].decode(errors="replace")

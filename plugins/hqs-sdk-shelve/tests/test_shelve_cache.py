@@ -220,3 +220,24 @@ def test_a_legacy_pickle_shelf_is_converted_with_opt_in(tmp_path: Path) -> None:
 def test_folder_instead_of_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="is a folder"):
         ShelveCache(CacheConfigurationShelve(file=str(tmp_path)))
+
+
+def test_a_damaged_length_in_the_middle_is_not_taken_for_a_torn_tail(
+        config: CacheConfigurationShelve, tmp_path: Path) -> None:
+    cache = ShelveCache(config)
+    for key in ("a", "b", "c"):
+        cache.put(make_entry(key))
+    cache.close()
+    log = tmp_path / "cache.dat"
+    data = bytearray(log.read_bytes())
+    start = _records(bytes(data))[1][0]
+    struct.pack_into("<I", data, start + 12, 1 << 30)  # b's value length: past the end
+    log.write_bytes(bytes(data))
+    cache = ShelveCache(config)
+    assert cache.get("a") == make_entry("a")
+    with pytest.raises(CacheCorruptError, match="claims more bytes"):
+        cache.get("c")
+    with pytest.raises(CacheCorruptError):
+        cache.put(make_entry("d"))  # cutting the "tail" off would lose c
+    cache.close()
+    assert log.read_bytes() == bytes(data)

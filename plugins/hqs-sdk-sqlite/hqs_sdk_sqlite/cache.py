@@ -201,6 +201,8 @@ class SQLiteCache(Cache):
             return  # no marker, or one about a file that has been replaced
 
     def _refuse_if_damaged(self, key: str) -> None:
+        if self._damaged is None and os.path.exists(self._marker()):
+            self._check_marker()  # another process found the file damaged since this opened
         if self._damaged is not None:
             raise CacheCorruptError(
                 f"the cache file {self.path} was found damaged ({self._damaged}); hqs-sdk does "

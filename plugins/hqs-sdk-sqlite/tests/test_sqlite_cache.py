@@ -62,6 +62,7 @@ def test_garbage_in_the_middle_is_reported_and_the_file_never_written_again(
     damaged = _damage_the_middle(path)
 
     cache = SQLiteCache(CacheConfigurationSQLite(file=str(path)))
+    opened_before = SQLiteCache(CacheConfigurationSQLite(file=str(path)))
     with pytest.raises(CacheCorruptError) as info:
         for i in range(300):
             cache.get(f"key-{i:03d}")
@@ -75,6 +76,9 @@ def test_garbage_in_the_middle_is_reported_and_the_file_never_written_again(
         with pytest.raises(CacheCorruptError, match="does not write to a damaged cache"):
             write()
     cache.close()
+    with pytest.raises(CacheCorruptError, match="does not write to a damaged cache"):
+        opened_before.put(make_entry("new"))  # told by the marker the first one left
+    opened_before.close()
     assert path.read_bytes() == damaged
 
     # A new script, which reads nothing damaged before it writes, refuses too.
