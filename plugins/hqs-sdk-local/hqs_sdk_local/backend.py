@@ -156,6 +156,10 @@ class LocalBackend(Backend):
                 f"cannot create the local backend's work folder {self.executions_dir}: "
                 f"{exc.strerror}; set BackendConfigurationLocal(work_dir=...) to a writable folder"
             ) from exc
+        if config.work_dir is None:  # the per-user default folder, which nobody else cleans
+            from hqs_sdk_local.retention import hint_if_old
+
+            hint_if_old(self.work_dir)  # old executions: name the commands that clean up, daily
 
     @staticmethod
     def _find_worker() -> list[str]:

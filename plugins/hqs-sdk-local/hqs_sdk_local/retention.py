@@ -1,9 +1,11 @@
 """Retention of the local backend's work folder: what it holds, and pruning old executions.
 
 Every execution keeps its folder under ``<work folder>/executions`` after it finished, because
-the ``FileRef`` s a task returns point into it. Nothing here runs by itself: ``hqs-sdk local du``
+the ``FileRef`` s a task returns point into it. Nothing is deleted by itself: ``hqs-sdk local du``
 reports, ``hqs-sdk local prune --older-than 30d`` deletes (see docs/backends.md for why the
-default is to delete nothing automatically).
+default is to delete nothing automatically). What runs by itself is :func:`hint_if_old`: at
+most once a day, a backend starting on a work folder with executions older than 30 days logs a
+warning that names these commands.
 
 Pruning keeps, whatever the age:
 
@@ -36,12 +38,14 @@ import attrs
 from hqs_sdk.errors import ConfigurationError, HqsSdkError
 
 __all__ = [
+    "HINT_AGE_S",
     "SUBMIT_GRACE_S",
     "ExecutionFolder",
     "PrunePlan",
     "cache_references",
     "format_age",
     "format_size",
+    "hint_if_old",
     "parse_age",
     "plan_prune",
     "prune",
@@ -52,6 +56,11 @@ SUBMIT_GRACE_S = 3600.0
 """A folder without a ``submitted`` marker or a worker pid younger than this is taken to be
 in the middle of a submission (which takes milliseconds), older than this to be abandoned."""
 
+HINT_AGE_S = 30 * 86400.0
+"""Executions older than this make :func:`hint_if_old` speak."""
+
+_HINT_EVERY_S = 86400.0
+_HINT_STAMP = "retention-checked"
 _LEFTOVER_PREFIX = ".pruning-"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -348,3 +357,47 @@ def prune(plan: PrunePlan) -> tuple[list[ExecutionFolder], list[tuple[ExecutionF
         except OSError as exc:
             failed.append((folder, exc.strerror or str(exc)))
     return removed, failed
+
+
+def hint_if_old(work_dir: str, now: float | None = None) -> str | None:
+    """Warn, at most once a day per work folder, when it holds executions older than 30 days.
+
+    Called when a local backend starts. Costs one ``scandir`` of the executions folder a day
+    (a folder's own modification time says when its execution last changed); never raises.
+    Returns the warning, or ``None`` when there was nothing to say or it was said today.
+    """
+    import logging
+
+    now = time.time() if now is None else now
+    stamp = os.path.join(work_dir, _HINT_STAMP)
+    executions_dir = os.path.join(work_dir, "executions")
+    try:
+        if now - os.stat(stamp).st_mtime < _HINT_EVERY_S:
+            return None
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        with open(stamp, "a"):
+            pass
+        os.utime(stamp, (now, now))
+        old = 0
+        with os.scandir(executions_dir) as entries:
+            for entry in entries:
+                if (not entry.name.startswith(".")
+                        and now - entry.stat(follow_symlinks=False).st_mtime > HINT_AGE_S):
+                    old += 1
+    except OSError:
+        return None
+    if not old:
+        return None
+    days = HINT_AGE_S / 86400
+    message = (
+        f"the local work folder {executions_dir} holds {old} execution{'s' * (old != 1)} "
+        f"older than "
+        f"{days:.0f} days: `hqs-sdk local du` shows their size, `hqs-sdk local prune "
+        f"--older-than {days:.0f}d` deletes those that no cached result points to. Nothing is "
+        "deleted automatically; this note shows at most once a day")
+    logging.getLogger("hqs_sdk").warning("hqs-sdk: %s", message)
+    return message

@@ -191,3 +191,24 @@ def test_prune_mistakes_are_one_line_with_a_hint(tmp_path: Path) -> None:
     assert "nothere.db" in missing.stderr or "'sqlite'" in missing.stderr
     empty = cli(tmp_path, "local", "du", "--work-dir", str(tmp_path / "none"))
     assert empty.returncode == 0 and "executions   0 (0 running or queued)" in empty.stdout
+
+
+def test_a_starting_backend_names_the_commands_once_a_day_when_executions_are_old(
+    work: Path,
+) -> None:
+    stamp = work / "xdg" / "hqs-sdk" / "local" / "retention-checked"
+    assert stamp.exists()  # the fixture's scripts checked already: nothing was old
+
+    def script_stderr() -> str:
+        return subprocess.run([sys.executable, "-c", SCRIPT, "finished"], env=_env(work),
+                              cwd=work, check=True, capture_output=True, text=True,
+                              timeout=60).stderr
+
+    assert "hqs-sdk local prune" not in script_stderr()  # checked less than a day ago
+    _age(_folders(work)["add"][0], 40)
+    os.utime(stamp, (time.time() - 2 * DAY,) * 2)
+    hint = script_stderr()
+    assert "holds 1 execution older than 30 days" in hint, hint
+    assert "`hqs-sdk local prune --older-than 30d`" in hint and "at most once a day" in hint
+    assert "hqs-sdk local prune" not in script_stderr()  # said today already
+    assert len(_folders(work)["add"]) == 4  # one per run, and nothing was deleted
