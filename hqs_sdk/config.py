@@ -132,6 +132,13 @@ class Configuration:
         global_config.cache.mode = CacheMode.RESTART_FAILED
         global_config.provisioning.hardware.memory = 4096  # MiB
         global_config.provisioning.timeout = timedelta(hours=2)
+
+        @global_config.on_finished
+        def report(request, response):
+            print(request.task_name, response.state.value)
+
+    The ``on_<event>`` attributes register callbacks; each documents what its callbacks
+    receive and when they run (``help(global_config.on_finished)``).
     """
 
     def __init__(self, callbacks: Callbacks | None = None) -> None:
