@@ -69,6 +69,7 @@ _MAGIC = b"\xabHQ1"
 _HEAD = struct.Struct("<4sIII")  # magic, crc32, key length, value length
 _TOMBSTONE = 0xFFFFFFFF
 _COMPACT_MIN_BYTES = 1 << 20
+_SCAN_CHUNK = 8 << 20
 
 
 @attrs.define
@@ -285,27 +286,43 @@ class ShelveCache(Cache):
         self._reopen_log()
 
     def _scan(self, size: int) -> None:
-        """Index the records between ``self._end`` and ``size``."""
-        start = self._end
-        data = os.pread(self._fd, size - start, start)
+        """Index the records between ``self._end`` and ``size``, reading a chunk at a time."""
+        start, chunk = self._end, _SCAN_CHUNK
+        while start < size:
+            data = os.pread(self._fd, min(size - start, chunk), start)
+            more_from = self._scan_data(data, start, at_eof=start + len(data) >= size)
+            if more_from is None:
+                return
+            # A record, or the judgement of a damaged one, needs the bytes past this chunk.
+            chunk = size - more_from if more_from == start else _SCAN_CHUNK
+            start = more_from
+
+    def _scan_data(self, data: bytes, start: int, at_eof: bool) -> int | None:
+        """Index the records in ``data`` (the log from byte ``start``); return where to read on
+        when a record does not end in ``data`` and the file goes on, else ``None``."""
         pos = 0
         while pos < len(data):
             remaining = len(data) - pos
             if remaining < _HEAD.size:
+                if not at_eof:
+                    return start + pos
                 self._torn = True
-                break
+                return None
             magic, crc, klen, vlen = _HEAD.unpack_from(data, pos)
             if magic != _MAGIC:
+                if not at_eof:
+                    return start + pos
                 if not data[pos:].strip(b"\0"):
                     self._torn = True  # zeros after a crash of the machine
                 else:
                     self._corrupt = (f"the record at byte {start + pos} does not start with the "
                                      "record marker")
                     self._lost_sync = True
-                break
-            body_len = klen + (0 if vlen == _TOMBSTONE else vlen)
-            total = _HEAD.size + body_len
+                return None
+            total = _HEAD.size + klen + (0 if vlen == _TOMBSTONE else vlen)
             if total > remaining:
+                if not at_eof:
+                    return start + pos
                 if _whole_record_after(data, pos + 1):
                     # Not a record cut short by a kill (that is always the last one): its
                     # length is damaged, and what follows cannot be trusted.
@@ -314,28 +331,30 @@ class ShelveCache(Cache):
                     self._lost_sync = True
                 else:
                     self._torn = True
-                break
+                return None
             body = data[pos + _HEAD.size:pos + total]
             offset = start + pos
             if zlib.crc32(struct.pack("<II", klen, vlen) + body) != crc:
-                if total == remaining and not _whole_record_after(data, pos + 1):
-                    self._torn = True  # the last record, written by a writer that was killed
-                    break
+                if total == remaining:
+                    if not at_eof:
+                        return start + pos
+                    if not _whole_record_after(data, pos + 1):
+                        self._torn = True  # the last record, from a writer that was killed
+                        return None
                 key = body[:klen].decode(errors="replace")
                 self._forget(key)
                 damaged = _Damaged(offset, f"the record at byte {offset} fails its checksum")
                 self._index[key] = damaged
                 self._corrupt = self._corrupt or damaged.reason
-                pos += total
-                self._end = start + pos
-                continue
-            key = body[:klen].decode()
-            self._forget(key)
-            if vlen != _TOMBSTONE:
-                self._index[key] = (offset, total)
-                self._live += total
+            else:
+                key = body[:klen].decode()
+                self._forget(key)
+                if vlen != _TOMBSTONE:
+                    self._index[key] = (offset, total)
+                    self._live += total
             pos += total
             self._end = start + pos
+        return None
 
     def _forget(self, key: str) -> None:
         old = self._index.pop(key, None)

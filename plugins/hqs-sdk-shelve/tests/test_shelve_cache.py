@@ -51,8 +51,12 @@ class TestShelveContract(CacheContract):
         damage_value(cache_config.path() + ".dat", key)
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> CacheConfigurationShelve:
+@pytest.fixture(params=["whole", "small-chunks"])
+def config(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+           ) -> CacheConfigurationShelve:
+    """A fresh cache; also with the log read in chunks smaller than one record."""
+    if request.param == "small-chunks":
+        monkeypatch.setattr("hqs_sdk_shelve.cache._SCAN_CHUNK", 333)
     return CacheConfigurationShelve(file=str(tmp_path / "cache"))
 
 
@@ -241,3 +245,15 @@ def test_a_damaged_length_in_the_middle_is_not_taken_for_a_torn_tail(
         cache.put(make_entry("d"))  # cutting the "tail" off would lose c
     cache.close()
     assert log.read_bytes() == bytes(data)
+
+
+def test_a_log_read_in_pieces_gives_every_entry(config: CacheConfigurationShelve) -> None:
+    writer = ShelveCache(config)
+    for i in range(60):
+        writer.put(make_entry(f"k{i}", n=i * 1000))
+    writer.delete("k7")
+    writer.close()
+    reader = ShelveCache(config)
+    assert sorted(e.key for e in reader.entries()) == sorted(f"k{i}" for i in range(60) if i != 7)
+    assert reader.get("k59") == make_entry("k59", n=59000)
+    reader.close()
