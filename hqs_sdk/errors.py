@@ -59,7 +59,8 @@ class CacheError(HqsSdkError):
 
 
 class CacheCorruptError(CacheError):
-    """A cache file or entry is unreadable; nothing was overwritten."""
+    """A cache file or entry is unreadable; nothing was overwritten, and a cache file found
+    damaged is not written to again (move it aside to start a fresh one)."""
 
 
 class BackendError(HqsSdkError):
