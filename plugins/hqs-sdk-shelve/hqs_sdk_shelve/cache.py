@@ -256,21 +256,27 @@ class ShelveCache(Cache):
             self._refuse_foreign()
 
     def _refuse_foreign(self) -> None:
-        """The ``.dat`` file is not a log of ours: a legacy shelf, or something else."""
+        """What is at the cache's path is not a log of ours: a legacy shelf, or something else."""
         import dbm
 
         kind = dbm.whichdb(self.path)
         if kind:
             raise _LegacyShelf(kind)
+        found = ", ".join(self._foreign_files()) or self.data_path
         raise CacheCorruptError(
-            f"the cache file {self.data_path} is not an hqs-sdk shelve cache (its first bytes "
-            "are not the format's header). Nothing was changed. Move it aside to start a fresh "
-            "cache, or point CacheConfigurationShelve(file=...) elsewhere."
+            f"the cache {self.path} is not an hqs-sdk shelve cache: {found} is not in its "
+            "format. Nothing was changed. Move it aside to start a fresh cache, or point "
+            "CacheConfigurationShelve(file=...) elsewhere."
         )
 
+    def _foreign_files(self) -> list[str]:
+        """Files at the cache's path that a ``dbm`` shelf (or another program) would have."""
+        names = [self.path + s for s in ("", ".dat", ".db", ".pag", ".dir", ".bak")]
+        return [n for n in names if os.path.isfile(n)]
+
     def _create_log(self) -> None:
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            self._refuse_foreign()  # a dbm file (legacy) or an unrelated file at the base path
+        if self._foreign_files():
+            self._refuse_foreign()  # a legacy dbm shelf, or an unrelated file, is there
         try:
             fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
