@@ -9,8 +9,14 @@ unreadable entry is reported.
 Several tests run real processes: writers that a test kills with SIGKILL at random moments,
 processes claiming one key at once, a fresh interpreter opening the cache through
 :func:`hqs_sdk.cache.open_cache`. They import the cache class by its module path, so the
-contract also works for a plugin registered in the test only; set ``plugin_module`` to the
-module holding its ``hqs_sdk_caches`` hook when no entry point registers it.
+contract also works for a plugin registered in the test only (the fresh interpreter then
+registers the cache class's module, or ``plugin_module``, as the plugin).
+
+For caches kept in files (:class:`~hqs_sdk.cache.FileCacheConfiguration`) the contract also
+checks what a read-only file, a read-only folder (both as the unprivileged user 65534 when run
+as root, since root ignores file modes) and a full disk (a 256 KiB tmpfs; root only, else
+skipped with the reason) say: a :class:`~hqs_sdk.errors.CacheError` that names the file, the
+cause and the remedy, and no damage to what was stored.
 """
 
 from __future__ import annotations
