@@ -1,8 +1,10 @@
 """What a cache plugin implements: :class:`Cache`, its configuration base and its spec.
 
 Also the JSON codec every cache uses for :class:`~hqs_sdk.models.CacheEntry` records, the
-default cache location, and :func:`open_cache`, which plugins such as ``chained`` use to open
-other caches by configuration without knowing their implementation.
+default cache location (:func:`default_cache_path`), :func:`open_cache`, which the runner and
+plugins such as ``chained`` use to open caches by configuration (once per process, with a lock
+per store, closed at exit), and the record of the file caches this user's scripts opened
+(:func:`recorded_caches`), which clean-up tools read.
 """
 
 from __future__ import annotations
