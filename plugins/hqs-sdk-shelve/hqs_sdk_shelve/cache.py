@@ -389,8 +389,8 @@ class ShelveCache(Cache):
         return CacheCorruptError(
             f"the entry {key} in the cache file {self.data_path} is damaged ({reason}). Nothing "
             "was changed, and hqs-sdk will not write to this file again. Move the file aside "
-            f"(mv {self.data_path} {self.data_path}.damaged) to start a fresh cache; entries "
-            "can be salvaged from it with `hqs-sdk cache list --type shelve --file ...`."
+            f"(mv {self.data_path} {self.data_path}.damaged) to start a fresh cache; the "
+            "calls whose entries are lost run again."
         )
 
     def _append(self, key: str, value: bytes | None) -> None:
