@@ -128,9 +128,9 @@ class SQLiteCache(Cache):
             return CacheCorruptError(
                 f"the cache file {path} is damaged ({name}, found while {doing}). Nothing was "
                 "written, and hqs-sdk will not write to this file again. Move the file aside to "
-                f"start a fresh cache (mv {path} {path}.damaged); the entries that can still be "
-                f"read can then be saved into the new file with `sqlite3 {path}.damaged .recover | "
-                f"sqlite3 {path}`."
+                f"start a fresh cache, with its journal, while no script uses it ({_mv(path)}); "
+                "the entries that can still be read can then be saved into the new file with "
+                f"`sqlite3 {path}.damaged .recover | sqlite3 {path}`."
             )
         if primary == sqlite3.SQLITE_FULL or (
                 primary == sqlite3.SQLITE_IOERR and _free_bytes(folder) < (1 << 20)):
@@ -207,7 +207,7 @@ class SQLiteCache(Cache):
             raise CacheCorruptError(
                 f"the cache file {self.path} was found damaged ({self._damaged}); hqs-sdk does "
                 f"not write to a damaged cache, so {key} was not stored. Move the file aside "
-                f"(mv {self.path} {self.path}.damaged) and remove {self._marker()} to start a "
+                f"with its journal, while no script uses it ({_mv(self.path)}), to start a "
                 "fresh cache."
             )
 
@@ -337,6 +337,11 @@ class SQLiteCache(Cache):
         for conn in connections:
             conn.close()
         self._local = threading.local()
+
+
+def _mv(path: str) -> str:
+    """The shell command that moves a database and its WAL journal aside."""
+    return f"mv {path} {path}.damaged; [ -e {path}-wal ] && mv {path}-wal {path}.damaged-wal"
 
 
 def _free_bytes(folder: str) -> int:
