@@ -1,6 +1,6 @@
 """Run the benchmarks and compare each figure with its target.
 
-    python bench/run.py [hello|run_many|cache_hit|import|rest|slurm ...] [--quick]
+    python bench/run.py [hello|run_many|cache_hit|import|rest|slurm|shelve ...] [--quick]
 
 `slurm` starts the real test cluster (scripts/test-cluster.sh; root and its packages needed).
 `rest` starts hqs-sdk-server (plugins hqs-sdk-server and hqs-sdk-rest needed).
@@ -26,11 +26,13 @@ import bench_hello
 import bench_import
 import bench_rest
 import bench_run_many
+import bench_shelve
 import bench_slurm
 
 BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": bench_cache_hit,
-              "import": bench_import, "rest": bench_rest, "slurm": bench_slurm}
-DEFAULT = ["hello", "run_many", "cache_hit", "import", "rest"]  # slurm needs root
+              "import": bench_import, "rest": bench_rest, "slurm": bench_slurm,
+              "shelve": bench_shelve}
+DEFAULT = ["hello", "run_many", "cache_hit", "import", "rest", "shelve"]  # slurm needs root
 
 
 def cpu_model() -> str:
