@@ -15,8 +15,10 @@ pending executions, and needs no Slurm accounting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import posixpath
 import shlex
@@ -94,6 +96,8 @@ class SlurmBackend(Backend):
         self.local_io = config.slurm_tmp_io_local.rstrip("/") if config.slurm_tmp_io_local else None
         self.deployer = Deployer(self.session, self._remote("deploy"), config.deploy_python,
                                  self._upload) if config.deploy else None
+        self._limits: tuple[int, int, int | None] | None = None
+        self._limits_lock = threading.Lock()
 
     # -- paths and files -----------------------------------------------------------------------
 
@@ -167,22 +171,78 @@ class SlurmBackend(Backend):
     def submit(self, request: TaskExecutionRequest) -> Handle:
         return self.submit_many([request])[0]
 
+    def check(self, request: TaskExecutionRequest) -> None:
+        """Refuse more CPUs, memory or GPUs than the largest node of the cluster has.
+
+        The nodes' sizes are asked once per instance (``sinfo``); a request some node can
+        hold is accepted, even if that node is busy now (Slurm queues it).
+        """
+        prov = request.provisioning
+        if prov.vcpu is not None and prov.vcpu <= 0:
+            raise BackendRejectedError(f"task {request.task_name!r}: vcpu must be positive")
+        if not (prov.vcpu or prov.memory_mb or prov.gpu):
+            return
+        cpus, memory_mb, gpus = self._largest_node()
+        where = f"the largest node of the Slurm cluster on {self.cfg.login_host}"
+        if prov.vcpu and cpus and math.ceil(prov.vcpu) > cpus:
+            raise BackendRejectedError(
+                f"task {request.task_name!r} asks for {prov.vcpu:g} vcpu, but {where} has "
+                f"{cpus}; ask for fewer with scoped_config(vcpu=...)")
+        if prov.memory_mb and memory_mb and prov.memory_mb > memory_mb:
+            raise BackendRejectedError(
+                f"task {request.task_name!r} asks for {prov.memory_mb} MiB of memory, but "
+                f"{where} has {memory_mb} MiB; ask for less with scoped_config(memory_mb=...)")
+        if prov.gpu and gpus is not None and prov.gpu > gpus:
+            raise BackendRejectedError(
+                f"task {request.task_name!r} asks for {prov.gpu} GPU(s), but {where} has "
+                f"{gpus}; run it on a cluster with GPUs or drop the gpu setting")
+
+    def _largest_node(self) -> tuple[int, int, int | None]:
+        """(CPUs, memory in MiB, GPUs or None if unknown) of the largest node, from sinfo."""
+        with self._limits_lock:
+            if self._limits is None:
+                result = self.session.run('sinfo -h -N -o "%c %m %G" 2>/dev/null; true',
+                                          "reading the sizes of the cluster's nodes")
+                cpus = memory = 0
+                gpus: int | None = 0
+                for line in result.stdout.splitlines():
+                    parts = line.split()
+                    if len(parts) < 2:
+                        continue
+                    with contextlib.suppress(ValueError):
+                        cpus = max(cpus, int(parts[0].rstrip("+")))
+                        memory = max(memory, int(parts[1].rstrip("+")))
+                    for gres in (parts[2] if len(parts) > 2 else "").split(","):
+                        # gpu:4, gpu:a100:4 or gpu:a100:4(S:0-1); "(null)" when none
+                        fields = gres.split("(")[0].split(":")
+                        if fields[0] == "gpu" and gpus is not None:
+                            try:
+                                gpus = max(gpus, int(fields[-1]))
+                            except ValueError:
+                                gpus = None  # a form we cannot read: let sbatch decide
+                # 0 where sinfo said nothing: then nothing is refused here (sbatch decides)
+                self._limits = (cpus, memory, gpus if cpus else None)
+            return self._limits
+
     def submit_many(self, requests: Sequence[TaskExecutionRequest]) -> list[Handle]:
         if not requests:
             return []
         for request in requests:
-            if request.provisioning.vcpu is not None and request.provisioning.vcpu <= 0:
-                raise BackendRejectedError(f"task {request.task_name!r}: vcpu must be positive")
+            self.check(request)
         ids = [r.execution_id for r in requests]
-        found = self._already_submitted(ids)
-        handles: dict[str, Handle] = {i: found[i] for i in ids if i in found}
-        groups: dict[tuple[str, Provisioning], list[TaskExecutionRequest]] = {}
-        for request in requests:
-            if request.execution_id not in handles:
-                groups.setdefault((request.task_name, request.provisioning), []).append(request)
-        for (task_name, provisioning), group in groups.items():
-            handles.update(self._submit_array(task_name, provisioning, group))
-        return [handles[i] for i in ids]
+        handles: dict[str, Handle] = dict(self._already_submitted(ids))
+        for _ in range(len(requests) + 1):
+            groups: dict[tuple[str, Provisioning], list[TaskExecutionRequest]] = {}
+            for request in requests:
+                if request.execution_id not in handles:
+                    groups.setdefault((request.task_name, request.provisioning),
+                                      []).append(request)
+            if not groups:
+                return [handles[i] for i in ids]
+            for (task_name, provisioning), group in groups.items():
+                handles.update(self._submit_array(task_name, provisioning, group))
+        raise BackendError(f"submitting {len(ids)} executions on {self.cfg.login_host} did not "
+                           "settle: other clients kept submitting the same ones; try again")
 
     def _already_submitted(self, ids: list[str]) -> dict[str, Handle]:
         """Handles of executions submitted before (submission is idempotent per id)."""
@@ -190,8 +250,12 @@ class SlurmBackend(Backend):
         command = (f"cd {shlex.quote(self.io)} 2>/dev/null || exit 0; for d in {listing}; do "
                    '[ -f "$d/submitted" ] && echo "$d $(cat "$d/submitted")"; done; true')
         result = self.session.run(command, "checking for earlier submissions")
+        return self._found(result.stdout)
+
+    def _found(self, text: str) -> dict[str, Handle]:
+        """The handles in lines ``<execution id> <job>_<index> <batch>``."""
         handles: dict[str, Handle] = {}
-        for line in result.stdout.splitlines():
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) == 3:
                 execution_id, job, batch = parts
@@ -201,11 +265,15 @@ class SlurmBackend(Backend):
 
     def _submit_array(self, task_name: str, provisioning: Provisioning,
                       group: list[TaskExecutionRequest]) -> dict[str, Handle]:
+        """Submit ``group`` as one job array; returns the handles of what it submitted, or
+        of what another client had submitted meanwhile (then nothing is submitted: the
+        caller tries again with the rest)."""
         batch = uuid.uuid4().hex
         batch_dir = self._remote("batches", batch)
         dirs = [self._remote(r.execution_id) for r in group]
-        mkdir = "mkdir -p " + " ".join(shlex.quote(d) for d in [batch_dir, *dirs])
-        result = self.session.run(mkdir, "creating execution folders")
+        q = shlex.quote
+        mkdir = f"mkdir -p {q(batch_dir + '/requests')}"
+        result = self.session.run(mkdir, "creating the batch folder")
         if result.exit_code != 0:
             raise BackendRejectedError(
                 f"cannot create folders under slurm_tmp_io={self.io!r} on "
@@ -215,8 +283,10 @@ class SlurmBackend(Backend):
         environment = (self.deployer.environment(task_name, group[0].task_ref)
                        if self.deployer is not None else None)
         script = batch_script(self.cfg, batch_dir, environment)
-        files = {posixpath.join(d, "request.json"): json.dumps(self._to_remote_input(r)).encode()
-                 for d, r in zip(dirs, group, strict=True)}
+        # The requests wait in the batch's own folder (no other client writes there) until
+        # the submission below moves them into their control folders.
+        files = {posixpath.join(batch_dir, "requests", f"{i}.json"):
+                 json.dumps(self._to_remote_input(r)).encode() for i, r in enumerate(group)}
         files[posixpath.join(batch_dir, "dirs.txt")] = ("\n".join(dirs) + "\n").encode()
         files[posixpath.join(batch_dir, "job.sh")] = script.encode()
         self._write(files, f"uploading {len(group)} requests")
@@ -224,17 +294,30 @@ class SlurmBackend(Backend):
         if self.cfg.debug_slurm_script:
             log.warning("Slurm batch script %s/job.sh:\n%s\nsubmitted with: %s", batch_dir,
                         script, sbatch)
-        q = shlex.quote
-        # One remote command: submit, then record which array element runs which execution,
-        # so a re-run after a client crash finds it instead of submitting again.
+        # One remote command, under a lock that every client of this slurm_tmp_io takes:
+        # if another client submitted one of these executions since we looked, report its
+        # handle and submit nothing; else submit, then record which array element runs which
+        # execution, so a re-run after a client crash finds it instead of submitting again.
+        lock = q(self._remote(".submit.lock"))
         command = (
-            f"set -e; cd {q(batch_dir)}; job=$({sbatch}); job=${{job%%;*}}; "
+            f"set -e; cd {q(batch_dir)}; if command -v flock >/dev/null; then exec 9>>{lock}; "
+            'flock -w 120 9 || { echo "another client held the submission lock for 120 s" >&2;'
+            " exit 75; }; fi; found=0; while read -r d; do "
+            'if [ -f "$d/submitted" ]; then echo "FOUND ${d##*/} $(cat "$d/submitted")"; '
+            "found=1; fi; done < dirs.txt; [ $found = 0 ] || exit 0; i=0; while read -r d; do "
+            'mkdir -p "$d"; mv "requests/$i.json" "$d/request.json"; i=$((i + 1)); '
+            f"done < dirs.txt; job=$({sbatch}); job=${{job%%;*}}; "
             'echo "$job" > jobid; i=0; while read -r d; do '
             f'echo "${{job}}_$i {batch}" > "$d/submitted"; i=$((i + 1)); done < dirs.txt; '
-            'echo "$job"'
+            'echo "JOB $job"'
         )
         result = self.session.run(command, f"submitting {len(group)} executions")
-        job = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        lines = result.stdout.strip().splitlines()
+        found = self._found("\n".join(line[len("FOUND "):] for line in lines
+                                       if line.startswith("FOUND ")))
+        if result.exit_code == 0 and found:
+            return found
+        job = lines[-1][len("JOB "):] if lines and lines[-1].startswith("JOB ") else ""
         if result.exit_code != 0 or not job.isdigit():
             raise BackendRejectedError(
                 f"sbatch refused the job for task {task_name!r} on {self.cfg.login_host}: "
@@ -260,7 +343,8 @@ class SlurmBackend(Backend):
             'if [ -f "$d/response.json" ]; then echo "$d R $(grep -o \'"state": "[a-z_]*"\' '
             '"$d/response.json" | head -n 1 | cut -d\\" -f4)"; '
             'elif [ -f "$d/state" ]; then echo "$d S $(cat "$d/state") '
-            '$(cat "$d/progress.json" 2>/dev/null)"; else echo "$d N"; fi; done'
+            '$(cat "$d/progress.json" 2>/dev/null)"; else echo "$d N"; fi; '
+            '[ -f "$d/cancel" ] && echo "$d C"; done; true'
         )
         result = self.session.run(command, f"polling {len(ids)} executions")
         queue_text, _, files_text = result.stdout.partition("@@\n")
@@ -270,20 +354,28 @@ class SlurmBackend(Backend):
             if len(parts) == 2:
                 queue[parts[0]] = parts[1]
         files = {}
+        cancelled = set()
         for line in files_text.splitlines():
             parts = line.split(" ", 3)
-            if len(parts) >= 2:
+            if parts[1:] == ["C"]:
+                cancelled.add(parts[0])
+            elif len(parts) >= 2:
                 files[parts[0]] = parts[1:]
-        return [self._status(h, queue, files.get(i)) for h, i in zip(handles, ids, strict=True)]
+        return [self._status(h, queue, files.get(i), i in cancelled)
+                for h, i in zip(handles, ids, strict=True)]
 
     @staticmethod
-    def _status(handle: Handle, queue: dict[str, str], files: list[str] | None) -> BackendStatus:
+    def _status(handle: Handle, queue: dict[str, str], files: list[str] | None,
+                cancelled: bool = False) -> BackendStatus:
         if files and files[0] == "R":
             return BackendStatus(_FINAL.get(files[1] if len(files) > 1 else "",
                                             ExecutionState.FAILED))
         slurm_state = queue.get(handle.get("job", ""))
         if slurm_state is None:
-            # Not in the queue and no response: Slurm ended it (time, memory, cancel, node).
+            # Not in the queue and no response: Slurm ended it (time, memory, cancel, node);
+            # a job we cancelled before its worker answered is cancelled, as fetch() says.
+            if cancelled:
+                return BackendStatus(ExecutionState.CANCELLED, message="cancelled")
             return BackendStatus(ExecutionState.FAILED, message="the job left the queue")
         state = _SLURM_STATES.get(slurm_state, ExecutionState.RUNNING)
         progress = None

@@ -21,10 +21,69 @@ from hqs_sdk.testing.backend_contract import make_request
 
 class TestSlurmBackendContract(BackendContract):
     finish_timeout = 90.0
+    queue_capacity = 0  # every job of queueing_config is submitted on hold
 
     @pytest.fixture
     def backend_config(self, slurm_config: Any) -> Any:
         return slurm_config
+
+    @pytest.fixture
+    def queueing_config(self, slurm_config: Any) -> Any:
+        return attrs.evolve(slurm_config, sbatch_extra=["--hold"])
+
+
+def test_concurrent_submissions_of_one_execution_run_it_once(slurm_config: Any,
+                                                             tmp_path: Path) -> None:
+    """Clients that submit the same execution at once (a script started twice) used to both
+    find it unsubmitted and both sbatch it."""
+    import threading
+
+    marker = tmp_path / "runs.txt"
+    backends = [SlurmBackend(slurm_config) for _ in range(4)]
+    try:
+        for _ in range(3):
+            request = make_request(tasks.sleep, seconds=0.01, marker=str(marker))
+            barrier = threading.Barrier(len(backends))
+            handles: list[Any] = [None] * len(backends)
+            errors: list[BaseException] = []
+
+            def submit(i: int, request: Any = request, barrier: Any = barrier,
+                       handles: Any = handles, errors: Any = errors) -> None:
+                try:
+                    barrier.wait(30)
+                    handles[i] = backends[i].submit(request)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(backends))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            assert not errors, errors
+            assert len({h["job"] for h in handles}) == 1, handles
+            assert wait_finished(backends[0], handles[0], 90).output == "slept"
+        assert len(marker.read_text().splitlines()) == 3
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_a_request_no_node_can_hold_is_refused_not_queued_forever(slurm_config: Any) -> None:
+    """sbatch accepts a job no node can run (it pends forever, reason PartitionConfig or
+    Resources); the backend refuses it at submission, from the nodes' sizes."""
+    backend = SlurmBackend(slurm_config)
+    try:
+        for provisioning, named in ((Provisioning(vcpu=4096), "4096 vcpu"),
+                                    (Provisioning(memory_mb=10**8), "MiB of memory")):
+            request = make_request(tasks.add, provisioning, a=1)
+            with pytest.raises(BackendRejectedError, match=named):
+                backend.check(request)
+            with pytest.raises(BackendRejectedError, match=f"'add'.*{named}"):
+                backend.submit(request)
+        backend.check(make_request(tasks.add, Provisioning(vcpu=1, memory_mb=64), a=1))
+    finally:
+        backend.close()
 
 
 def test_run_many_is_one_job_array_over_one_connection(hqs_config: Any, slurm_config: Any
