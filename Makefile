@@ -2,7 +2,7 @@
 # `make test`: the whole tox matrix (one env per plugin, integration, lint, type).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
-PLUGINS := local sqlite shelve chained example slurm rest server
+PLUGINS := local sqlite shelve chained example slurm rest server dashboard
 
 .PHONY: demo test clean
 
