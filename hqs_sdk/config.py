@@ -37,6 +37,8 @@ from hqs_sdk.events import (
     ProgressCallback,
     ReattachedCallback,
     SubmittedCallback,
+    WaitingEndedCallback,
+    WaitingStartedCallback,
 )
 from hqs_sdk.models import CacheMode, Provisioning
 
@@ -147,6 +149,7 @@ class Configuration:
         self._provisioning = ProvisioningConfiguration()
         self._throttling = ThrottlingConfiguration()
         self._callbacks = callbacks or Callbacks(_CALLBACK_DOCS)
+        self._progress = True
 
     # -- backend and cache -------------------------------------------------------------------
 
@@ -215,6 +218,20 @@ class Configuration:
         if not isinstance(value, ThrottlingConfiguration):
             raise ConfigurationError(f"throttling must be a ThrottlingConfiguration, got {value!r}")
         self._throttling = value
+
+    @property
+    def progress(self) -> bool:
+        """Show a progress display while waiting (interactive terminals and Jupyter only).
+
+        ``False`` turns it off, as does the environment variable ``HQS_SDK_PROGRESS=0``.
+        """
+        return self._progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"progress must be True or False, got {value!r}")
+        self._progress = value
 
     @property
     def callbacks(self) -> Callbacks:
@@ -453,6 +470,48 @@ class Configuration:
         """
         return self._callbacks.lists["interrupt_waiting"]
 
+    @property
+    def on_waiting_started(self) -> CallbackList[WaitingStartedCallback]:
+        """Callbacks run when the caller starts waiting for a batch of executions.
+
+        Fires in the waiting thread when ``run_many``, ``run``, ``Execution.result()`` or an
+        awaited ``.aio`` call begins to wait and at least one execution is still pending (a
+        batch answered wholly from the cache does not wait). Progress displays start here.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``requests`` (``list[hqs_sdk.TaskExecutionRequest]``): the requests of the whole
+          batch, finished ones included.
+
+        Example::
+
+            @global_config.on_waiting_started
+            def waiting(requests):
+                print(f"waiting for {len(requests)} execution(s)")
+        """
+        return self._callbacks.lists["waiting_started"]
+
+    @property
+    def on_waiting_ended(self) -> CallbackList[WaitingEndedCallback]:
+        """Callbacks run when waiting for a batch ends, however it ended.
+
+        Fires in the waiting thread after every execution finished, the first failure was
+        raised, or the user interrupted (then before ``on_interrupt_waiting``, so that a
+        progress display is gone before the client asks to cancel). Plugins see the event's
+        ``elapsed`` seconds and whether it was ``interrupted``.
+
+        Receives, in this order (a callback may accept only the first ones):
+
+        - ``requests`` (``list[hqs_sdk.TaskExecutionRequest]``): the requests of the batch.
+
+        Example::
+
+            @global_config.on_waiting_ended
+            def done_waiting(requests):
+                print(f"stopped waiting for {len(requests)} execution(s)")
+        """
+        return self._callbacks.lists["waiting_ended"]
+
     if not TYPE_CHECKING:  # hidden from type checkers, so that a mistyped name is an error
 
         def __getattr__(self, name: str) -> Any:
@@ -497,6 +556,7 @@ class Configuration:
             timeout=self._provisioning.timeout,
         )
         new._throttling = attrs.evolve(self._throttling)
+        new._progress = self._progress
         return new
 
     def reset(self) -> None:
@@ -509,7 +569,7 @@ class Configuration:
 
 
 _SETTINGS_HINT = (
-    "settings are backend, cache, provisioning, throttling and the callbacks "
+    "settings are backend, cache, provisioning, throttling, progress and the callbacks "
     + ", ".join("on_" + n for n in EVENT_NAMES)
 )
 _CALLBACK_DOCS = {name: getattr(Configuration, f"on_{name}").__doc__ for name in EVENT_NAMES}

@@ -49,6 +49,10 @@ __all__ = [
     "ReattachedEvent",
     "SubmittedCallback",
     "SubmittedEvent",
+    "WaitingEndedCallback",
+    "WaitingEndedEvent",
+    "WaitingStartedCallback",
+    "WaitingStartedEvent",
 ]
 
 log = logging.getLogger("hqs_sdk")
@@ -183,11 +187,56 @@ class InterruptWaitingEvent(Event):
         return (list(self.requests),)
 
 
+@attrs.frozen
+class WaitingStartedEvent(Event):
+    """The caller started waiting for a batch of executions (a ``run_many``, or one call).
+
+    ``executions`` are the :class:`hqs_sdk.Execution` handles of the whole batch, finished ones
+    (e.g. from the cache) included; their ``status()``, ``done()`` and ``from_cache`` are live,
+    which is what a progress display reads. ``batch`` pairs it with its
+    :class:`WaitingEndedEvent`. Only sent when at least one execution is still pending.
+    """
+
+    name: ClassVar[str] = "waiting_started"
+    arguments: ClassVar[tuple[str, ...]] = ("requests",)
+    batch: int = 0
+    requests: tuple[TaskExecutionRequest, ...] = ()
+    executions: tuple[Any, ...] = ()
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The requests of the batch, as a list."""
+        return (list(self.requests),)
+
+
+@attrs.frozen
+class WaitingEndedEvent(Event):
+    """Waiting for the batch ``batch`` ended: all finished, one failed, or the user interrupted.
+
+    ``elapsed`` is the time waited in seconds; ``interrupted`` is true after Ctrl+C (the
+    executions still pending keep running).
+    """
+
+    name: ClassVar[str] = "waiting_ended"
+    arguments: ClassVar[tuple[str, ...]] = ("requests",)
+    batch: int = 0
+    requests: tuple[TaskExecutionRequest, ...] = ()
+    executions: tuple[Any, ...] = ()
+    elapsed: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The requests of the batch, as a list."""
+        return (list(self.requests),)
+
+
 EVENT_CLASSES: dict[str, type[Event]] = {
     cls.name: cls
     for cls in (CreatingEvent, SubmittedEvent, ReattachedEvent, ProgressEvent, FinishedEvent,
                 CacheWriteEvent, CacheHitEvent, CacheMissEvent, CacheIgnoredEvent,
-                BackendInitializedEvent, InterruptWaitingEvent)
+                BackendInitializedEvent, InterruptWaitingEvent, WaitingStartedEvent,
+                WaitingEndedEvent)
 }
 EVENT_NAMES: tuple[str, ...] = tuple(EVENT_CLASSES)
 
@@ -218,6 +267,10 @@ BackendInitializedCallback: TypeAlias = Callable[["BackendConfiguration"], objec
 """``on_backend_initialized``: ``(config)``."""
 InterruptWaitingCallback: TypeAlias = Callable[[list[TaskExecutionRequest]], object] | _None
 """``on_interrupt_waiting``: ``(requests)``."""
+WaitingStartedCallback: TypeAlias = InterruptWaitingCallback
+"""``on_waiting_started``: ``(requests)``."""
+WaitingEndedCallback: TypeAlias = InterruptWaitingCallback
+"""``on_waiting_ended``: ``(requests)``."""
 
 
 def _parameters(fn: Callable[..., Any]) -> tuple[int | None, int, list[str]]:

@@ -29,10 +29,12 @@ Rules this module keeps:
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -211,7 +213,10 @@ class Execution(Generic[R]):
     def response(self, timeout: float | None = None) -> TaskExecutionResponse:
         """Wait for and return the full response (output or error, log tail, metrics)."""
         try:
-            return self._future.result(timeout)
+            if self._future.done():
+                return self._future.result()
+            with _Waiting([self]):
+                return self._future.result(timeout)
         except FutureTimeout:
             raise TimeoutError(
                 f"task {self.call.task.name!r} is still {self._entry.state.value} after "
@@ -634,6 +639,42 @@ def _reattach(call: TaskCall[R], entry: CacheEntry, configuration: Configuration
 
 # -- waiting -------------------------------------------------------------------------------
 
+_batches = itertools.count(1)
+
+
+class _Waiting:
+    """Announce waiting for a batch: ``waiting_started`` on entry, ``waiting_ended`` on exit.
+
+    Nothing is announced when every execution is already finished (nobody waits). The ended
+    event goes out however the block ends, before any interrupt handling, so a progress display
+    is closed before the client prints or asks anything.
+    """
+
+    def __init__(self, executions: list[Execution[Any]]) -> None:
+        self._executions = tuple(executions)
+        self._started: ev.WaitingStartedEvent | None = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> _Waiting:
+        if self._executions and not all(e.done() for e in self._executions):
+            self._t0 = time.monotonic()
+            self._started = ev.WaitingStartedEvent(
+                batch=next(_batches), requests=tuple(e.request for e in self._executions),
+                executions=self._executions)
+            ev.emit(self._started, self._executions[0]._configuration.callbacks)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        started = self._started
+        if started is None:
+            return
+        self._started = None
+        ev.emit(ev.WaitingEndedEvent(
+            batch=started.batch, requests=started.requests, executions=started.executions,
+            elapsed=time.monotonic() - self._t0,
+            interrupted=exc_type is not None and issubclass(exc_type, KeyboardInterrupt),
+        ), self._executions[0]._configuration.callbacks)
+
 
 def _on_interrupt(executions: list[Execution[Any]]) -> None:
     pending = [e for e in executions if not e.done()]
@@ -707,7 +748,7 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
         except Exception as exc:  # returned, so the caller decides (return_exceptions)
             return exc
 
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 
     with ThreadPoolExecutor(max_workers=max_workers or min(32, len(calls)),
                             thread_name_prefix="hqs-sdk-submit") as pool:
@@ -718,10 +759,13 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
             if isinstance(item, BaseException):
                 raise item
     try:
-        if not return_exceptions:
-            by_future = {e._future: e for e in executions}
-            for future in as_completed(by_future):
-                by_future[future].result()  # raises the first failure that arrives
+        with _Waiting(executions):
+            if return_exceptions:
+                wait([e._future for e in executions])
+            else:
+                by_future = {e._future: e for e in executions}
+                for future in as_completed(by_future):
+                    by_future[future].result()  # raises the first failure that arrives
         results: list[Any] = []
         for item in started:
             if isinstance(item, BaseException):
@@ -744,5 +788,12 @@ async def run_async(call: TaskCall[R]) -> R:
     import asyncio
 
     execution = await asyncio.to_thread(submit, call)
-    await asyncio.shield(asyncio.wrap_future(execution._future))
+    waiting = _Waiting([execution])
+    waiting.__enter__()
+    try:
+        await asyncio.shield(asyncio.wrap_future(execution._future))
+    except BaseException as exc:
+        waiting.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    waiting.__exit__(None, None, None)
     return execution.result()
