@@ -487,8 +487,9 @@ class BackendContract:
 
     def test_check_refuses_what_the_backend_cannot_provision(self, backend: Backend) -> None:
         if type(backend).check is Backend.check:
-            pytest.skip(f"{type(backend).__name__} does not override Backend.check: a service "
-                        "running it learns of a refusal only after accepting the submission")
+            pytest.skip(f"{type(backend).__name__} does not override Backend.check, so it "
+                        "refuses in submit() only: a task service running it could not refuse "
+                        "a submission before accepting it")
         from hqs_sdk.testing import tasks
 
         with pytest.raises(BackendRejectedError, match="add"):

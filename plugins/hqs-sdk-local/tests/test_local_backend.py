@@ -249,6 +249,7 @@ def test_without_the_fork_server_workers_are_spawned(hqs_config: Any, tmp_path: 
     backend = LocalBackend(config)
     response = wait_finished(backend, backend.submit(make_request(tasks.add, a=2)), 30)
     assert response.output == 2
+    assert backend._fork_server is None
     assert not list((tmp_path / "work").glob("forkserver-*"))
 
 
