@@ -40,6 +40,7 @@ _EXPORTS = {
     "current_config": "hqs_sdk.config",
     "global_config": "hqs_sdk.config",
     "hookimpl": "hqs_sdk.hookspecs",
+    "plan": "hqs_sdk.dry_run",
     "progress": "hqs_sdk.task_progress",
     "run": "hqs_sdk.runner",
     "run_async": "hqs_sdk.runner",
@@ -67,6 +68,7 @@ __all__ = [
     "current_config",
     "global_config",
     "hookimpl",
+    "plan",
     "progress",
     "run",
     "run_async",
@@ -79,6 +81,7 @@ __all__ = [
 if TYPE_CHECKING:
     from hqs_sdk.backend import BackendConfiguration
     from hqs_sdk.config import current_config, global_config, scoped_config
+    from hqs_sdk.dry_run import plan
     from hqs_sdk.fileref import FileRef
     from hqs_sdk.hookspecs import hookimpl
     from hqs_sdk.models import (

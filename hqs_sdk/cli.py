@@ -7,6 +7,7 @@ Examples::
     hqs-sdk cache show KEY
     hqs-sdk cache rm KEY [KEY ...]
     hqs-sdk cache rm --failed
+    hqs-sdk plan [--json] script.py [ARGS ...]
 
 Cache commands work on ``.hqs_sdk_cache.db`` in the current folder unless ``--file`` (and
 ``--type``, when the file's name does not tell) say otherwise; both may stand before or after
@@ -14,6 +15,7 @@ the cache subcommand. Plugins add commands of their own through the ``hqs_sdk_cl
 hook (``hqs-sdk login`` of hqs-sdk-rest, ``hqs-sdk local prune`` of hqs-sdk-local).
 
 Exit codes: 0 done, 1 an error (one line on stderr saying what to do), 2 a usage mistake,
+3 a dry run (``plan``) found calls that a real run would submit or wait for,
 130 interrupted (Ctrl+C), 141 the reader of the output went away (``hqs-sdk cache list |
 head -1``): the same code a shell shows for a tool stopped by SIGPIPE, so ``set -o pipefail``
 scripts see what happened, but without a traceback.
@@ -65,6 +67,17 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     print("caches:  ", ", ".join(sorted(reg.caches)) or "none")
     print("tasks:   ", ", ".join(sorted(reg.tasks)) or "none")
     return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from hqs_sdk import dry_run
+
+    result = dry_run.plan_script(args.script, args.args, quiet_stdout=args.json)
+    if args.json:
+        print(dry_run.report_json(result))
+    else:
+        print(result.report(), file=sys.stderr if result.error else sys.stdout)
+    return result.exit_code
 
 
 def _takes_file(configuration_class: type) -> bool:
@@ -302,6 +315,14 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
                                 metavar="COMMAND")
     plugins = sub.add_parser("plugins", help="list installed plugins and what they provide")
     plugins.set_defaults(handler=_cmd_plugins)
+    dry = sub.add_parser(
+        "plan", help="dry-run a script: what comes from the cache, what is pending, what a "
+                     "real run would submit (exit code 3 if anything)")
+    dry.add_argument("--json", action="store_true", help="print the report as JSON (the "
+                     "script's own output then goes to stderr)")
+    dry.add_argument("script", help="the Python script to dry-run")
+    dry.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
+    dry.set_defaults(handler=_cmd_plan)
 
     cache = sub.add_parser("cache", help="inspect and clean the client-side cache")
     _add_cache_options(cache, argparse.SUPPRESS)

@@ -44,6 +44,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from hqs_sdk import dry_run
 from hqs_sdk import events as ev
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
 from hqs_sdk.cache import Cache, open_cache
@@ -463,13 +464,19 @@ def _from_entry(call: TaskCall[R], entry: CacheEntry, configuration: Configurati
                 ) -> tuple[Execution[R] | None, CacheEntry | None]:
     """Use a stored entry: (a hit or re-attached execution, None) or (None, entry to replace)."""
     usable, reason = _usable(entry.state, mode)
+    dry = dry_run.current()
     if usable and entry.state.finished:
-        entry = _refreshed(entry, configuration, cache)
+        if dry is None:
+            entry = _refreshed(entry, configuration, cache)
+        else:
+            dry.cache_hit(entry)  # its cached file URLs are kept: a dry run changes nothing
         ev.emit(ev.CacheHitEvent(request=entry.request, backend=entry.backend, entry=entry),
                 configuration.callbacks)
         return Execution(call, entry, configuration=configuration, cache=cache, backend=None,
                          from_cache=True), None
     if usable:
+        if dry is not None:
+            raise _pending_in_dry_run(dry, entry, configuration)
         # None: a pending entry that the backend refused on re-submission, removed: run anew.
         return _reattach(call, entry, configuration, cache), None
     ev.emit(ev.CacheIgnoredEvent(request=entry.request, backend=entry.backend, entry=entry,
@@ -488,6 +495,13 @@ def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | 
             "disabled. Enable them (throttling.disable_submissions = False) or use the cache "
             "that holds the result."
         )
+    dry = dry_run.current()
+    if dry is not None:
+        from hqs_sdk.plugins import registry
+
+        spec = registry().backend_spec_for(configuration.resolved_backend())
+        raise dry.submit(call, spec.name, configuration.provisioning_for(
+            task.provisioning_defaults()))
     name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
     request = TaskExecutionRequest(
         execution_id=uuid.uuid4().hex,
@@ -598,6 +612,28 @@ def _refreshed(entry: CacheEntry, configuration: Configuration, cache: Cache | N
     if cache is not None:
         cache.put(entry)
     return entry
+
+
+def _pending_in_dry_run(dry: dry_run.Plan, entry: CacheEntry, configuration: Configuration
+                       ) -> dry_run.PlanStop:
+    """Record a pending entry in a dry run, its state read once (never waited for)."""
+    state, note = entry.state.value, ""
+    try:
+        name, backend, _ = backend_for(configuration.resolved_backend(), configuration)
+        if entry.backend != name:
+            note = (f"the configured backend is {name!r}: a real run refuses to re-attach "
+                    "until that backend is configured")
+        elif entry.state is ExecutionState.CREATED or entry.handle is None:
+            note = ("recorded but perhaps never submitted: a real run submits it (the same "
+                    "execution, it does not run twice)")
+        else:
+            status = backend.states([entry.handle])[0]
+            state = status.state.value
+            if status.progress is not None and status.progress.fraction is not None:
+                note = f"{status.progress.fraction:.0%} {status.progress.message}".strip()
+    except Exception as exc:
+        note = f"its state could not be read ({type(exc).__name__}: {exc})"
+    return dry.pending_entry(entry, state, note)
 
 
 def _reattach(call: TaskCall[R], entry: CacheEntry, configuration: Configuration,
@@ -745,7 +781,7 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
     def start(call: TaskCall[Any]) -> Execution[Any] | BaseException:
         try:
             return context.copy().run(submit, call)
-        except Exception as exc:  # returned, so the caller decides (return_exceptions)
+        except (Exception, dry_run.PlanStop) as exc:  # returned: the caller decides
             return exc
 
     from concurrent.futures import ThreadPoolExecutor, as_completed, wait
@@ -753,6 +789,13 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
     with ThreadPoolExecutor(max_workers=max_workers or min(32, len(calls)),
                             thread_name_prefix="hqs-sdk-submit") as pool:
         started = list(pool.map(start, calls))
+    for item in started:
+        if isinstance(item, dry_run.PlanStop):
+            # A dry run: the whole batch is recorded (in its order); the script stops here.
+            dry = dry_run.current()
+            if dry is not None:
+                dry.in_order([call.cache_key for call in calls])
+            raise item
     executions = [s for s in started if isinstance(s, Execution)]
     if not return_exceptions:
         for item in started:
