@@ -129,6 +129,12 @@ class FileRef:
     def __repr__(self) -> str:
         return f"FileRef({self._location!r})"
 
+    def _repr_html_(self) -> str:
+        """How Jupyter shows it: the file's name as a link, and its size when it is local."""
+        from hqs_sdk.html_repr import fileref_html
+
+        return fileref_html(self)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (FileRef, (self._location,))
 

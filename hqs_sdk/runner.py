@@ -239,6 +239,12 @@ class Execution(Generic[R]):
     def __repr__(self) -> str:
         return f"<Execution {self.cache_key} {self._entry.state.value}>"
 
+    def _repr_html_(self) -> str:
+        """How Jupyter shows it: task, state, backend, times (and the error if it failed)."""
+        from hqs_sdk.html_repr import execution_html
+
+        return execution_html(self)
+
     def _forget(self, _: Any) -> None:
         slot = self._inflight_slot
         if slot is not None:
