@@ -140,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         raise HqsSdkError(f"cannot listen on 127.0.0.1:{args.port} ({exc}); pick another "
                           "--port, or leave it out for a free one") from exc
+    sock.listen(128)  # before the URL is printed: a browser that is quick gets queued
     port = sock.getsockname()[1]
     app, gate = local_app(source, port)
     names = ", ".join(c.describe() for c in source.caches()) or "none yet"

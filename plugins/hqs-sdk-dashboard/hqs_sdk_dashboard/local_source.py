@@ -29,11 +29,12 @@ from typing import Any
 import attrs
 
 from hqs_sdk.cache import Cache, CacheConfiguration, FileCacheConfiguration
-from hqs_sdk.fileref import FILEREF_KEY, map_filerefs
+from hqs_sdk.fileref import map_filerefs
 from hqs_sdk.models import CacheEntry, ExecutionState, TaskExecutionResponse
 from hqs_sdk.serialization import converter
 from hqs_sdk_dashboard.source import (
     COUNT_CAP,
+    METRICS,
     STATES,
     Cancelled,
     Detail,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _LOCAL_SORTS = ("-submitted", "submitted", "task", "-started", "-finished", "-duration")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 
 @attrs.define
@@ -450,7 +452,7 @@ def _detail(item: _Item, row: Row, response: TaskExecutionResponse | None,
     log_tail = ""
     if response is not None:
         metrics = {k: v for k, v in converter.unstructure(response.metrics).items()
-                   if v is not None}
+                   if v is not None and k in METRICS}
         if response.error is not None:
             error = (response.error.type, response.error.message, response.error.traceback,
                      response.error.kind)
@@ -485,21 +487,20 @@ def _snippet(item: _Item) -> str:
     config = item.cache
     kind = type(config).__name__
     file = getattr(config, "file", None)
-    args = ", ".join(f"{k}={_literal(v)}" for k, v in request.input.items())
     if not module or not attribute.isidentifier():
-        module, attribute = "your_tasks", request.task_name
+        module, attribute = "your_tasks", "task"
     return (
         f"# Re-attaches through the cache that recorded it (a finished one comes from the cache).\n"
         f"from hqs_sdk import scoped_config\n"
         f"from hqs_sdk.config import {kind}\n"
-        f"from {module} import {attribute}\n\n"
+        f"from {module} import {attribute}  # the task {request.task_name!r}\n\n"
         f"with scoped_config(cache={kind}(file={file!r})):\n"
-        f"    execution = {attribute}.submit({args})\n"
+        f"    execution = {attribute}.submit({call_arguments(request.input)})\n"
         f"    print(execution.status(), execution.result())\n")
 
 
-def _literal(value: Any) -> str:
-    """A Python literal for a JSON value (file references as FileRef needs no import here)."""
-    if isinstance(value, dict) and set(value) == {FILEREF_KEY}:
-        return repr(value)
-    return repr(value)
+def call_arguments(values: dict[str, Any]) -> str:
+    """Keyword arguments for a call with these inputs (``**{...}`` for names that need it)."""
+    if all(isinstance(k, str) and k.isidentifier() for k in values):
+        return ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return f"**{values!r}"

@@ -178,8 +178,8 @@ class ServiceGate:
         response.delete_cookie(SESSION_COOKIE, path=base, httponly=True, samesite="strict")
         return response
 
-    async def tokens_page(self, request: Request, created: str = "", problem: str = ""
-                          ) -> Response:
+    async def tokens_page(self, request: Request, created: str = "", problem: str = "",
+                          status: int = 200) -> Response:
         from hqs_sdk_server.auth import list_tokens
 
         user = await self._user(request)
@@ -188,7 +188,7 @@ class ServiceGate:
                                     self._base(request) + "tokens", 303)
         request.state.user_name = user[1]
         found = await run_in_threadpool(list_tokens, self.engine, user[1])
-        return self._page(request, "tokens.html", tokens=found, created=created,
+        return self._page(request, "tokens.html", status, tokens=found, created=created,
                           problem=problem)
 
     async def tokens_change(self, request: Request) -> Response:
@@ -200,7 +200,7 @@ class ServiceGate:
         form = await read_form(request)
         problem = check_csrf(self.key, request, form)
         if problem is not None:
-            return await self.tokens_page(request, problem=problem)
+            return await self.tokens_page(request, problem=problem, status=403)
         if form.get("action") == "create":
             label = form.get("label", "").strip()[:200]
             token = await run_in_threadpool(create_token, self.engine, user[1], label)
@@ -209,10 +209,11 @@ class ServiceGate:
             token_id = int(form["id"])
             own = await run_in_threadpool(list_tokens, self.engine, user[1])
             if token_id not in {t.id for t in own}:
-                return await self.tokens_page(request, problem=f"you have no token {token_id}")
+                return await self.tokens_page(request, problem=f"you have no token {token_id}",
+                                              status=404)
             await run_in_threadpool(revoke_token, self.engine, token_id)
             return RedirectResponse(self._base(request) + "tokens", 303)
-        return await self.tokens_page(request, problem="unknown action")
+        return await self.tokens_page(request, problem="unknown action", status=400)
 
 
 def _next(path: str) -> str:

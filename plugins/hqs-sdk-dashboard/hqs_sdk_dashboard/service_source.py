@@ -23,6 +23,7 @@ from hqs_sdk.fileref import map_filerefs
 from hqs_sdk.models import ExecutionState
 from hqs_sdk_dashboard.source import (
     COUNT_CAP,
+    METRICS,
     STATES,
     Cancelled,
     Detail,
@@ -209,7 +210,8 @@ class ServiceSource:
         if response is not None:
             output = self._public(response.get("output"))
             error = response.get("error") or {}
-            metrics = {k: v for k, v in (response.get("metrics") or {}).items() if v is not None}
+            metrics = {k: v for k, v in (response.get("metrics") or {}).items()
+                       if v is not None and k in METRICS}
             log_tail = response.get("log_tail") or ""
         timeline = [(label, when) for label, when in (
             ("submitted", row.submitted_at), ("started", row.started_at),

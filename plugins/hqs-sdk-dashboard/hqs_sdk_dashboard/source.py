@@ -24,6 +24,7 @@ from hqs_sdk.models import ExecutionState
 
 __all__ = [
     "COUNT_CAP",
+    "METRICS",
     "SORTS",
     "Cancelled",
     "Detail",
@@ -50,6 +51,9 @@ SORTS: dict[str, str] = {
     "-finished": "finished, latest first",
     "-duration": "longest first",
 }
+
+#: The metrics of a response the detail page shows.
+METRICS = ("wall_time_s", "cpu_time_s", "peak_memory_mb", "queued_s")
 
 #: States a page can filter by (``created`` is a client-side state the service never has).
 STATES = [state.value for state in ExecutionState]
