@@ -23,6 +23,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
@@ -169,7 +170,10 @@ class Display:
             for execution in event.executions:
                 session.executions[id(execution)] = execution
             if session.where is not None and session.thread is None:
-                session.thread = threading.Thread(target=self._draw, args=(session,),
+                # In the waiting caller's context: a Jupyter kernel routes output by it.
+                context = contextvars.copy_context()
+                session.thread = threading.Thread(target=context.run,
+                                                  args=(self._draw, session),
                                                   name="hqs-sdk-progress", daemon=True)
                 session.thread.start()
 

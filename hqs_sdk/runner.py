@@ -747,7 +747,10 @@ def _on_interrupt(executions: list[Execution[Any]]) -> None:
     if pending[0]._cache is None:
         where = "The cache is disabled, so a re-run cannot re-attach to them."
     else:
-        where = (f"Run the script again to re-attach: the cache "
+        from hqs_sdk.display import _in_notebook
+
+        again = "the cell" if _in_notebook() else "the script"
+        where = (f"Run {again} again to re-attach: the cache "
                  f"({pending[0]._configuration.cache.describe()}) remembers them.")
     print(f"\nStopped waiting; {len(pending)} execution(s) of {', '.join(names)} keep running on "
           f"the {backend!r} backend. {where}", file=sys.stderr)
