@@ -2,6 +2,8 @@
 
     python bench/run.py [hello|run_many|cache_hit|import|rest|slurm|shelve ...] [--quick]
 
+`display` and `plan`: what the progress display adds to a run_many, and `hqs-sdk plan` on
+a script of cached calls against running it.
 `slurm` starts the real test cluster (scripts/test-cluster.sh; root and its packages needed).
 `rest` starts hqs-sdk-server (plugins hqs-sdk-server and hqs-sdk-rest needed).
 
@@ -22,17 +24,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_cache_hit
+import bench_display
 import bench_hello
 import bench_import
+import bench_plan
 import bench_rest
 import bench_run_many
 import bench_shelve
 import bench_slurm
 
 BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": bench_cache_hit,
-              "import": bench_import, "rest": bench_rest, "slurm": bench_slurm,
+              "import": bench_import, "display": bench_display, "plan": bench_plan,
+              "rest": bench_rest, "slurm": bench_slurm,
               "shelve": bench_shelve}
-DEFAULT = ["hello", "run_many", "cache_hit", "import", "rest", "shelve"]  # slurm needs root
+DEFAULT = ["hello", "run_many", "cache_hit", "import", "rest", "shelve",
+           "display", "plan"]  # slurm needs root
 
 
 def cpu_model() -> str:
