@@ -183,3 +183,19 @@ def test_a_third_party_display_replaces_the_built_in_one(tmp_path: Path) -> None
     seen = next(line for line in out.splitlines() if line.startswith("SEEN "))
     assert seen.startswith("SEEN [('waiting_started', 2, "), seen
     assert seen.endswith("('waiting_ended', 2, ['succeeded', 'succeeded'])]"), seen
+
+
+def test_a_single_call_shows_the_display_after_two_seconds(tmp_path: Path) -> None:
+    single = textwrap.dedent("""
+        from hqs_sdk_example import countdown, hello
+        print(hello("quick"))
+        print(countdown(4))
+    """)
+    out, err = run_script(tmp_path, tty=True, text=single)
+    assert "counted down from 4" in out
+    drawn = [x for x in lines(err) if x.startswith("hqs-sdk ")]
+    assert drawn, err
+    assert all("/1 done" in x for x in drawn), drawn  # the quick call drew nothing
+    assert "0/1 done, 1 running" in drawn[0], drawn
+    assert int(drawn[0].split("%")[0].split()[-1]) >= 25, "the task's own progress"
+    assert drawn[-1].startswith("hqs-sdk 100%") and "1/1 done" in drawn[-1], drawn
