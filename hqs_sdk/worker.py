@@ -25,6 +25,11 @@ a dead one. With ``--slots``, the worker first takes ``ceil(vcpu)`` of ``--slot-
 files in that folder, so executions beyond the machine's cores wait their turn (state
 ``queued``) even across clients.
 
+The task sees only the environment its backend gives it: backends build it with
+:func:`task_environment` (an allow-list; never a token or a password). As a second line, the
+task's process also drops the variables that hold the SDK's own credentials
+(:data:`NEVER_PASSED`), whatever the backend left in.
+
 Imports are kept to the standard library on this path: start-up time is part of every task.
 """
 
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import json
 import math
 import os
@@ -39,6 +45,7 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +53,98 @@ LOG_TAIL_BYTES = 64 * 1024
 SIGTERM_ENV = "HQS_SDK_WORKER_SIGTERM"
 _KILL_GRACE_S = 2.0
 _MEMORY_SAMPLE_S = 0.1
+
+#: What a task inherits from the environment of the process that starts its worker (a user's
+#: script, the service): enough to run Python and the programs it calls, find its packages and
+#: libraries, speak the user's locale, and size its thread pools. Shell-style patterns.
+TASK_ENV_ALLOW: tuple[str, ...] = (
+    # running programs, as this user, in this locale and time zone
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ",
+    "TMPDIR", "TEMP", "TMP", "XDG_CACHE_HOME",
+    # finding Python's packages and native libraries (what imports need)
+    "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PYTHONUTF8", "PYTHONIOENCODING",
+    "PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONFAULTHANDLER",
+    "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "LD_LIBRARY_PATH",
+    # thread pools and devices (set to the task's vcpu by the worker when unset)
+    "OMP_*", "OPENBLAS_NUM_THREADS", "MKL_*", "NUMEXPR_*", "VECLIB_MAXIMUM_THREADS",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+    # TLS trust for the files a task reads over HTTPS
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    # proxies: passed only without a user name or password in them (see task_environment)
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    # the worker's own settings
+    "HQS_SDK_DISABLE_PLUGINS", "HQS_SDK_FORK_SERVER_IDLE", "HQS_SDK_WORKER_SIGTERM",
+    "HQS_SDK_FETCH_POLICY",
+)
+
+#: Never inherited, even when an operator's or user's extra pattern matches them: credentials
+#: (the SDK's token, anything named like a token, password, secret or key) and the service's
+#: own settings. Case-insensitive. A task that needs one gets it only by value, on purpose
+#: (``BackendConfigurationLocal(env={...})``).
+NEVER_INHERITED: tuple[str, ...] = (
+    "HQS_SDK_TOKEN", "*TOKEN*", "*PASSWORD*", "*PASSWD*", "*SECRET*", "*CREDENTIAL*",
+    "*API_KEY*", "*PRIVATE_KEY*", "*ACCESS_KEY*", "*AUTH*", "*COOKIE*", "*SESSION*",
+    "*DATABASE_URL*", "HQS_SDK_SERVER_*", "SSH_AUTH_SOCK",
+)
+
+#: Removed from the task's environment by the worker itself, whatever its backend passed.
+NEVER_PASSED: tuple[str, ...] = ("HQS_SDK_TOKEN",)
+
+#: Set by the service in the environment of the tasks it runs (test-only tasks refuse to run).
+SERVICE_ENV = "HQS_SDK_UNDER_SERVICE"
+
+
+def _matches(name: str, patterns: Iterable[str], fold: bool = False) -> bool:
+    if fold:
+        name = name.upper()
+        return any(fnmatch.fnmatchcase(name, p.upper()) for p in patterns)
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a variable a task never inherits (see :data:`NEVER_INHERITED`)."""
+    return _matches(name, NEVER_INHERITED, fold=True)
+
+
+def check_pass_env(names: Iterable[str]) -> tuple[str, ...]:
+    """Validate extra allow-list entries; raise ``ValueError`` naming a bad one.
+
+    An exact name that :func:`is_secret_name` refuses is an error (a pattern that also
+    matches such names is fine: those are skipped)."""
+    checked = []
+    for name in names:
+        if not isinstance(name, str) or not name or "=" in name:
+            raise ValueError(f"{name!r} is not an environment variable name or pattern")
+        if not any(c in name for c in "*?[") and is_secret_name(name):
+            raise ValueError(
+                f"{name} looks like a credential, and tasks never inherit those; if a task "
+                "really needs it, give it its value explicitly (the backend's env setting)")
+        checked.append(name)
+    return tuple(checked)
+
+
+def task_environment(source: Mapping[str, str], pass_env: Iterable[str] = (),
+                     set_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a task runs with: the allowed part of ``source``, then ``set_env``.
+
+    ``source`` is the starting process's environment; a variable of it is kept when its name
+    matches :data:`TASK_ENV_ALLOW` or ``pass_env`` (shell-style patterns) and not
+    :data:`NEVER_INHERITED`; a proxy variable is kept only without credentials in its URL.
+    ``set_env`` (explicit values) is added as given, except :data:`NEVER_PASSED`.
+    """
+    allow = (*TASK_ENV_ALLOW, *pass_env)
+    env = {}
+    for name, value in source.items():
+        if not _matches(name, allow) or is_secret_name(name):
+            continue
+        if name.lower().endswith("_proxy") and "@" in value:
+            continue  # http://user:password@proxy/
+        env[name] = value
+    for name, value in (set_env or {}).items():
+        if name not in NEVER_PASSED:
+            env[name] = value
+    return env
 
 
 class _Outcome(Exception):
@@ -207,6 +306,8 @@ def _run_child(task: Any, request: dict[str, Any], control: str, cpus: list[int]
         files = os.path.join(control, "files")
         os.makedirs(files, exist_ok=True)
         os.chdir(files)
+        for name in NEVER_PASSED:
+            os.environ.pop(name, None)
         os.environ["HQS_SDK_CONTROL_DIR"] = control
         vcpu = (request.get("provisioning") or {}).get("vcpu")
         if vcpu:

@@ -2,6 +2,13 @@
 
 They are not registered through ``hqs_sdk_tasks`` (workers import them through the request's
 ``task_ref``), so they never show up among a user's tasks.
+
+The one that runs commands, :func:`run_command`, is a shell for whoever may submit it, so it is
+*test-only*: it is not in this module's namespace (``tasks.run_command`` resolves it lazily),
+so a service told ``--tasks-from hqs_sdk.testing.tasks`` never offers it, and it refuses to
+run in any task environment the service made (:data:`hqs_sdk.worker.SERVICE_ENV`). Outside the
+service it gives a user nothing the user lacks: a local or Slurm worker runs as that user.
+The other tasks here touch only their own working folder or a path the test gives them.
 """
 
 from __future__ import annotations
@@ -65,7 +72,10 @@ def kill_self(signal_number: int = 9) -> None:
 
 @task
 def write_text(content: str, name: str = "out.txt") -> FileRef:
-    """Write ``content`` to a file and return a reference to it."""
+    """Write ``content`` to a file in the working folder and return a reference to it."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"write_text writes a file in its working folder; {name!r} is not a "
+                         "plain file name")
     with open(name, "w") as f:
         f.write(content)
     return FileRef.from_path(name)
@@ -83,9 +93,29 @@ def cpu_affinity() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-@task
-def run_command(argv: list[str]) -> int:
-    """Run a command (its own subprocesses included) and return its exit code."""
-    import subprocess
+class _TestOnly:
+    """Test-only tasks, off the module's namespace (see the module docstring)."""
 
-    return subprocess.call(argv)
+    @task
+    def run_command(argv: list[str]) -> int:  # no self: @task makes it a Task, not a method
+        """Run a command (its own subprocesses included) and return its exit code.
+
+        Refuses to run under the service: it would give every user of it a shell."""
+        import subprocess
+
+        from hqs_sdk.worker import SERVICE_ENV
+
+        if os.environ.get(SERVICE_ENV):
+            raise PermissionError(
+                "run_command is a test-only task and never runs under the service (it would "
+                "give every user a shell); run it with the local or Slurm backend in tests")
+        return subprocess.call(argv)
+
+
+_TEST_ONLY = {"run_command"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TEST_ONLY:
+        return getattr(_TestOnly, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

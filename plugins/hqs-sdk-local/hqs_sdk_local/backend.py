@@ -33,9 +33,11 @@ from hqs_sdk.errors import BackendError, BackendRejectedError, ConfigurationErro
 from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
 from hqs_sdk.worker import (
+    check_pass_env,
     error_response,
     process_start_time,
     response_from_result,
+    task_environment,
 )
 
 __all__ = ["BackendConfigurationLocal", "LocalBackend"]
@@ -67,6 +69,17 @@ def _env_converter(value: Any) -> dict[str, str]:
     return env
 
 
+def _pass_env(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise ConfigurationError(f"pass_env must be a list of names, got the string {value!r}")
+    try:
+        return check_pass_env(tuple(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"pass_env: {exc}") from None
+
+
 def _command(value: Any) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
@@ -81,7 +94,13 @@ class BackendConfigurationLocal(BackendConfiguration):
         vcpu_slots: how many CPUs tasks may use at once in total; default: the CPUs this
             process may run on. A task takes ``ceil(vcpu)`` slots (1 by default) and waits in
             state ``queued`` until they are free.
-        env: extra environment variables for the worker processes.
+        env: environment variables the tasks get, with these values (passed as given: put a
+            credential here only if a task must have it; ``HQS_SDK_TOKEN`` never passes).
+        pass_env: names (or shell-style patterns such as ``"MYAPP_*"``) of this process's
+            environment variables that tasks inherit besides the standard allow-list
+            (:data:`hqs_sdk.worker.TASK_ENV_ALLOW`: ``PATH``, ``HOME``, locale, ``PYTHON*``
+            import settings, thread counts, ...). Names that look like credentials (token,
+            password, secret, ...) are never inherited; naming one exactly is an error.
         worker_command: the command that starts ``hqs-task-execute``; default: the one
             installed beside this Python interpreter.
         fork_server: start workers by forking them from a detached server that has the worker
@@ -92,6 +111,7 @@ class BackendConfigurationLocal(BackendConfiguration):
     work_dir: str | None = attrs.field(default=None)
     vcpu_slots: int | None = attrs.field(default=None, validator=_slots_validator)
     env: dict[str, str] = attrs.field(factory=dict, converter=_env_converter)
+    pass_env: tuple[str, ...] = attrs.field(default=(), converter=_pass_env)
     worker_command: tuple[str, ...] | None = attrs.field(default=None, converter=_command)
     fork_server: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
@@ -139,7 +159,8 @@ class LocalBackend(Backend):
         self.executions_dir = os.path.join(self.work_dir, "executions")
         self.slots_dir = os.path.join(self.work_dir, "slots")
         self.slot_count = config.vcpu_slots or len(os.sched_getaffinity(0))
-        self.env = {**os.environ, **config.env}
+        # Built once from an allow-list: a client's or service's secrets never reach a task.
+        self.env = task_environment(os.environ, config.pass_env, config.env)
         self.worker_command = list(config.worker_command or self._find_worker())
         self._fork_server: str | None = None
         if config.fork_server and config.worker_command is None:

@@ -14,6 +14,12 @@ requests (``HQS_SDK_FORK_SERVER_IDLE`` overrides that), or as soon as its socket
 or taken over by a newer server. Anything that goes wrong on the way makes the client fall
 back to spawning the worker directly, so the server is an accelerator, never a point of
 failure.
+
+The server is started with a minimal environment (:data:`SERVER_ENV`, taken from the client's
+task environment, which is already free of credentials), and each worker it forks replaces
+its environment by the one the client sent. A forked process keeps its parent's original
+environment block, which a task can read in ``/proc/self/environ``: so nothing but those few
+variables must ever be in the server's.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ _MAX_MESSAGE = 1 << 20
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path: 108 bytes including the terminating NUL
 _BIND_SUFFIX = 12  # serve() binds "<path>.<pid>" first, then renames it
 _PRIVATE_FOLDER = "hqs-sdk-{uid}"
+#: The only variables the server process itself starts with: what importing the worker needs.
+SERVER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "PYTHONHOME",
+              "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONSAFEPATH", "PYTHONDONTWRITEBYTECODE",
+              "VIRTUAL_ENV", "LD_LIBRARY_PATH", "HQS_SDK_DISABLE_PLUGINS", IDLE_ENV)
 
 
 def fingerprint(env: dict[str, str]) -> str:
@@ -95,10 +105,11 @@ def _request(path: str, message: dict[str, Any], fds: list[int]) -> int:
 
 
 def _start_server(path: str, env: dict[str, str]) -> int:
+    server_env = {name: env[name] for name in SERVER_ENV if name in env}
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         return os.posix_spawn(
-            sys.executable, [sys.executable, "-m", "hqs_sdk_local.forkserver", path], env,
+            sys.executable, [sys.executable, "-m", "hqs_sdk_local.forkserver", path], server_env,
             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
                           (os.POSIX_SPAWN_DUP2, devnull, 2)],
             setsid=True,
