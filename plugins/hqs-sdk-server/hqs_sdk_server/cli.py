@@ -59,7 +59,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                 "public_url": args.public_url,
                                 "url_lifetime_s": args.url_lifetime,
                                 "max_file_bytes": args.max_file_size,
-                                "backend_file": args.backend_file}
+                                "backend_file": args.backend_file,
+                                "task_env": tuple(args.task_env)}
     if args.max_running is not None:
         extra["max_running"] = args.max_running
     settings = _settings(args, **extra)
@@ -136,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
                        help='the backend executions run on, as a JSON object: {"backend": '
                             '"slurm", "login_host": ..., "slurm_tmp_io": ...} (default: the '
                             "local backend, its folder in the data folder)")
+    serve.add_argument("--task-env", action="append", default=[], metavar="NAME[=VALUE]",
+                       help="tasks run with an allow-listed environment (PATH, HOME, locale, "
+                            "PYTHON* import settings, thread counts; never tokens or passwords): "
+                            "NAME or PATTERN* also passes this variable of the service's "
+                            "environment, NAME=VALUE sets one (repeatable; local backend)")
     serve.set_defaults(func=_cmd_serve)
 
     token = commands.add_parser("token", help="create, list and revoke bearer tokens")

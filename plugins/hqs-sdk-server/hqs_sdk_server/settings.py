@@ -48,6 +48,9 @@ class Settings:
     #: ``{"backend": "slurm", "login_host": "...", "slurm_tmp_io": "..."}``; default: the
     #: local backend with its folder in ``data_dir``.
     backend_file: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    #: The environment of the tasks, besides the standard allow-list (see docs/security.md):
+    #: ``NAME`` or ``PATTERN*`` passes the service's own variable, ``NAME=VALUE`` sets one.
+    task_env: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     @property
     def database_url(self) -> str:
@@ -65,7 +68,9 @@ class Settings:
         if self.backend_file is None:
             from hqs_sdk.config import BackendConfigurationLocal
 
-            config: BackendConfiguration = BackendConfigurationLocal(work_dir=str(self.work_dir))
+            pass_env, env = self._task_env()
+            config: BackendConfiguration = BackendConfigurationLocal(
+                work_dir=str(self.work_dir), pass_env=pass_env, env=env)
             return config
         where = f"the backend file {self.backend_file}"
         try:
@@ -80,6 +85,13 @@ class Settings:
         name = data.pop("backend")
         if name == "local":  # its folder in the data folder, where execution_folders looks
             data.setdefault("work_dir", str(self.work_dir))
+            pass_env, env = self._task_env()
+            data["pass_env"] = [*data.get("pass_env", ()), *pass_env]
+            data["env"] = {**data.get("env", {}), **env}
+        elif self.task_env:
+            raise SettingsError(f"--task-env applies to the local backend; {where} names the "
+                                f"backend {name!r}: set the tasks' environment there (e.g. "
+                                "preparation_script_before of the Slurm backend)")
         backends = registry().backends
         if name not in backends or name == "rest":
             usable = ", ".join(sorted(b for b in backends if b != "rest"))
@@ -90,6 +102,22 @@ class Settings:
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"{where}: {exc}") from None
         return config
+
+    def _task_env(self) -> tuple[tuple[str, ...], dict[str, str]]:
+        """``pass_env`` and ``env`` of the local backend, from :attr:`task_env`."""
+        from hqs_sdk.worker import SERVICE_ENV
+
+        pass_env: list[str] = []
+        env = {SERVICE_ENV: "1"}  # test-only tasks refuse to run under the service
+        for item in self.task_env:
+            name, sep, value = item.partition("=")
+            if not name:
+                raise SettingsError(f"--task-env {item!r}: give NAME, PATTERN* or NAME=VALUE")
+            if sep:
+                env[name] = value
+            else:
+                pass_env.append(name)
+        return tuple(pass_env), env
 
     def execution_folders(self, config: BackendConfiguration, run_id: str) -> list[str]:
         """Where the execution ``run_id`` writes its files: what its output may refer to."""
