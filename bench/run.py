@@ -1,11 +1,13 @@
 """Run the benchmarks and compare each figure with its target.
 
-    python bench/run.py [hello|run_many|cache_hit|import|rest|slurm|shelve ...] [--quick]
+    python bench/run.py [hello|run_many|cache_hit|import|rest|slurm|shelve|peers ...] [--quick]
 
 `display` and `plan`: what the progress display adds to a run_many, and `hqs-sdk plan` on
 a script of cached calls against running it.
 `slurm` starts the real test cluster (scripts/test-cluster.sh; root and its packages needed).
 `rest` starts hqs-sdk-server (plugins hqs-sdk-server and hqs-sdk-rest needed).
+`peers` runs submitit, Parsl and joblib alongside (their own virtual environment, made from
+PyPI on the first run: see bench/peers.py).
 
 Prints a table, writes bench/results/latest.json, and exits 1 when a target is missed.
 Every figure except the cache hit is a ratio against a floor measured in the same run, since
@@ -32,13 +34,14 @@ import bench_rest
 import bench_run_many
 import bench_shelve
 import bench_slurm
+import peers
 
 BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": bench_cache_hit,
               "import": bench_import, "display": bench_display, "plan": bench_plan,
               "rest": bench_rest, "slurm": bench_slurm,
-              "shelve": bench_shelve}
+              "shelve": bench_shelve, "peers": peers}
 DEFAULT = ["hello", "run_many", "cache_hit", "import", "rest", "shelve",
-           "display", "plan"]  # slurm needs root
+           "display", "plan"]  # slurm: root; peers: PyPI
 
 
 def cpu_model() -> str:
