@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import queue
 import re
 import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -24,10 +25,11 @@ import cattrs
 from hqs_sdk_rest import wire
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Match, Route
 
+from hqs_sdk._remote_files import POLICY_ENV, FetchPolicy
 from hqs_sdk.errors import BackendRejectedError
 from hqs_sdk.models import ExecutionState, TaskExecutionRequest
 from hqs_sdk.serialization import converter
@@ -39,7 +41,7 @@ from hqs_sdk_server.problems import ApiError
 from hqs_sdk_server.settings import Settings
 from hqs_sdk_server.store import Store, decode_cursor, info_from_row
 
-__all__ = ["ApiError", "create_app"]
+__all__ = ["ApiError", "create_app", "served_document"]
 
 log = logging.getLogger("hqs_sdk_server")
 
@@ -126,9 +128,21 @@ class Context:
     params: dict[str, str]
     #: The URL the request came to (or the configured public URL): file URLs start with it.
     base_url: str
+    #: What the service's workers may fetch for a user: the rule input URLs are checked by.
+    fetch_policy: FetchPolicy
 
 
 Handler = Callable[[Context], Any]
+
+
+def _check_json_type(request: Request) -> None:
+    """415 unless the body is declared JSON, as the OpenAPI document says it must be."""
+    declared = request.headers.get("content-type", "")
+    media = declared.partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"{request.method} {request.url.path} takes a JSON body sent as "
+                       f"Content-Type: application/json, not {declared[:80] or 'none'!r}")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -224,7 +238,8 @@ def submit(ctx: Context) -> Any:
             ref = ctx.catalog.ref(request.task_name, request.task_version)
         except UnknownTask as exc:
             raise ApiError(422, "unknown_task", str(exc)) from None
-        request_input = ctx.files.inputs_to_internal(_user(ctx).id, request.input, own_hosts)
+        request_input = ctx.files.inputs_to_internal(_user(ctx).id, request.input, own_hosts,
+                                                     ctx.fetch_policy)
         request = attrs.evolve(request, task_ref=ref, input=request_input)
         try:  # before anything is stored: a refusal is an answer, not a failed execution
             ctx.check(request)
@@ -323,6 +338,22 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+def served_document(public_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI document the service serves: the protocol's, plus the 415 every operation
+    with a JSON body answers to a body sent as another type."""
+    document = wire.openapi_document(public_url)
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            body = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in body:
+                problem = next((r for code, r in operation["responses"].items()
+                                if code.startswith("4")), None)
+                if problem is not None:
+                    operation["responses"].setdefault("415", {
+                        **problem, "description": "the body is not sent as application/json"})
+    return document
+
+
 # -- the application ----------------------------------------------------------------------------
 
 
@@ -331,6 +362,9 @@ def create_app(settings: Settings) -> Starlette:
     from hqs_sdk_server.db import make_engine, migrate
     from hqs_sdk_server.scheduler import Scheduler
 
+    # Other local users read nothing of the service's data (an existing folder too).
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
     engine = make_engine(settings.database_url)
     migrate(engine)
     store = Store(engine)
@@ -338,6 +372,11 @@ def create_app(settings: Settings) -> Starlette:
                       load_key(settings.data_dir / "signing.key"), settings.url_lifetime_s)
     catalog = Catalog(settings.tasks_from)
     backend_config = settings.backend_config()
+    fetch_policy = settings.fetch_policy(backend_config)
+    if "env" in attrs.fields_dict(type(backend_config)):
+        # The workers check every URL they open against the same rule (and pin its address).
+        env = {**cast(Any, backend_config).env, POLICY_ENV: fetch_policy.to_env()}
+        backend_config = attrs.evolve(backend_config, **{"env": env})
     scheduler = Scheduler(engine, backend_config, settings.max_running, files,
                           lambda run_id: settings.execution_folders(backend_config, run_id),
                           Leadership(engine, settings.data_dir))
@@ -358,22 +397,29 @@ def create_app(settings: Settings) -> Starlette:
         async def run(request: Request) -> Response:
             try:
                 raw: bytes | None = None
-                if spec.body is not None:
-                    raw = await _read_body(request, settings.max_body_bytes)
                 params = {**request.query_params, **request.path_params}
                 auth = request.headers.get("authorization")
+                user: User | None = None
+                if spec.body is not None:
+                    # The token first, then the body: a caller without a token makes the
+                    # service read nothing (a body may be 16 MiB) and learns none of its rules.
+                    if spec.authenticated:
+                        user = await run_in_threadpool(user_of, auth)
+                    _check_json_type(request)
+                    raw = await _read_body(request, settings.max_body_bytes)
 
-                def work() -> Any:  # one trip to the thread pool per request
-                    # The token first: a caller without one learns nothing of the body's rules.
-                    user = user_of(auth) if spec.authenticated else None
+                def work() -> Any:  # one trip to the thread pool for a request without body
+                    who = user_of(auth) if spec.authenticated and user is None else user
                     body = _structure(raw, spec.body) if raw is not None and spec.body else None
                     return handler(Context(settings, store, files, catalog, scheduler.wake,
-                                           scheduler.backend.check, user, body, params,
-                                           base_url(request)))
+                                           scheduler.backend.check, who, body, params,
+                                           base_url(request), fetch_policy))
 
                 result = await run_in_threadpool(work)
             except ApiError as error:
                 return _problem(error)
+            except ClientDisconnect:  # gone, or cut off by the read timeout: nobody to answer
+                return Response(status_code=400)
             if isinstance(result, Response):
                 return result
             if attrs.has(type(result)):
@@ -414,6 +460,8 @@ def create_app(settings: Settings) -> Starlette:
             return _json(converter.unstructure(files.info(row, base_url(request))))
         except ApiError as error:
             return _problem(error)
+        except ClientDisconnect:  # gone, or cut off by the read timeout: nobody to answer
+            return Response(status_code=400)
 
     async def download(request: Request) -> Response:
         try:
@@ -428,7 +476,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [Route(r.path, streamed[r.name] if r.streamed else endpoint(r, HANDLERS[r.name]),
                     methods=[r.method], name=r.name)
               for r in wire.ROUTES]
-    document = wire.openapi_document(settings.public_url)
+    document = served_document(settings.public_url)
 
     async def openapi(_: Request) -> Response:
         return _json(document)

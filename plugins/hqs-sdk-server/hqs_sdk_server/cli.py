@@ -3,7 +3,9 @@
 Examples::
 
     hqs-sdk-server serve                          # 127.0.0.1:8750, SQLite in the data folder
-    hqs-sdk-server serve --port 9000 --database-url postgresql+psycopg://user:pw@host/db
+    HQS_SDK_DATABASE_URL=postgresql+psycopg://user:pw@host/db hqs-sdk-server serve --port 9000
+    hqs-sdk-server serve --database-url-file /etc/hqs-sdk-server/database-url
+    hqs-sdk-server serve --allow-fetch https://data.example.org/   # tasks may read its files
     hqs-sdk-server token create --user alice      # prints the token, once
     hqs-sdk-server token list [--user alice]
     hqs-sdk-server token revoke ID
@@ -13,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,19 +30,52 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
                         help="folder for the SQLite database, files and work folders "
                              "(default: %(default)s)")
     parser.add_argument("--database-url", default=None,
-                        help="SQLAlchemy database URL, e.g. postgresql+psycopg://user:pw@host/db "
+                        help="SQLAlchemy database URL, e.g. postgresql+psycopg://user@host/db. "
+                             "Other users see the command line: give a URL with a password in "
+                             f"${DATABASE_URL_ENV} or with --database-url-file instead "
                              "(default: SQLite in the data folder)")
+    parser.add_argument("--database-url-file", type=Path, default=None, metavar="FILE",
+                        help="read the database URL from the first line of FILE (keep it "
+                             "mode 600)")
+
+
+#: The environment variable the database URL may come from (keeps a password out of ``ps``).
+DATABASE_URL_ENV = "HQS_SDK_DATABASE_URL"
+
+
+def _database_url(args: argparse.Namespace) -> str | None:
+    """The database URL: --database-url, else --database-url-file, else $HQS_SDK_DATABASE_URL."""
+    if args.database_url and args.database_url_file:
+        raise ValueError("give --database-url or --database-url-file, not both")
+    if args.database_url:
+        return str(args.database_url)
+    if args.database_url_file:
+        try:
+            text = args.database_url_file.read_text().strip().splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read the database URL from {args.database_url_file}: "
+                             f"{exc.strerror}") from None
+        if not text or not text[0].strip():
+            raise ValueError(f"{args.database_url_file} holds no database URL")
+        return text[0].strip()
+    return os.environ.get(DATABASE_URL_ENV) or None
 
 
 def _settings(args: argparse.Namespace, **more: object) -> Settings:
-    return Settings(data_dir=args.data_dir, database=args.database_url, **more)  # type: ignore[arg-type]
+    return Settings(data_dir=args.data_dir, database=_database_url(args), **more)  # type: ignore[arg-type]
+
+
+def _private_process() -> None:
+    """What the service writes (database, files, logs, work folders) only its user reads."""
+    os.umask(0o077)
 
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from hqs_sdk_server.db import make_engine, migrate
 
+    _private_process()
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     migrate(engine)
     return engine
@@ -51,8 +87,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hqs_sdk_server.app import create_app
+    from hqs_sdk_server.db import masked
     from hqs_sdk_server.malloc import keep_transfer_buffers
-    from hqs_sdk_server.protocol import LargeReads
+    from hqs_sdk_server.protocol import MAX_HEAD_BYTES, protocol_for
 
     extra: dict[str, object] = {"host": args.host, "port": args.port,
                                 "tasks_from": tuple(args.tasks_from),
@@ -63,15 +100,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                 "task_env": tuple(args.task_env)}
     if args.max_running is not None:
         extra["max_running"] = args.max_running
+    extra["allow_fetch"] = tuple(args.allow_fetch)
+    extra["allow_fetch_addresses"] = tuple(args.allow_fetch_address)
+    extra["request_read_timeout_s"] = args.request_read_timeout
+    _private_process()
     settings = _settings(args, **extra)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     keep_transfer_buffers()
     app = create_app(settings)
     print(f"hqs-sdk-server: serving on http://{args.host}:{args.port} "
-          f"(database {settings.database_url.split('@')[-1]})", file=sys.stderr, flush=True)
+          f"(database {masked(settings.database_url)})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                http=LargeReads, timeout_graceful_shutdown=10)
+                http=protocol_for(settings.request_read_timeout_s),
+                h11_max_incomplete_event_size=MAX_HEAD_BYTES, timeout_graceful_shutdown=10)
     return 0
 
 
@@ -137,6 +178,18 @@ def _parser() -> argparse.ArgumentParser:
                        help='the backend executions run on, as a JSON object: {"backend": '
                             '"slurm", "login_host": ..., "slurm_tmp_io": ...} (default: the '
                             "local backend, its folder in the data folder)")
+    serve.add_argument("--allow-fetch", action="append", default=[], metavar="URL",
+                       help="let tasks fetch input URLs under this prefix, e.g. "
+                            "https://data.example.org/ (repeatable; default: none, tasks get "
+                            "only the service's own files)")
+    serve.add_argument("--allow-fetch-address", action="append", default=[],
+                       metavar="NETWORK",
+                       help="let tasks fetch from these loopback, private or link-local "
+                            "addresses, e.g. 10.1.0.0/16, when an --allow-fetch host resolves "
+                            "to them (repeatable; default: none)")
+    serve.add_argument("--request-read-timeout", type=float, default=20.0, metavar="SECONDS",
+                       help="a client must send a request's head within this time, and a "
+                            "body at least 1 KiB in every such period (default: %(default)s)")
     serve.add_argument("--task-env", action="append", default=[], metavar="NAME[=VALUE]",
                        help="tasks run with an allow-listed environment (PATH, HOME, locale, "
                             "PYTHON* import settings, thread counts; never tokens or passwords): "

@@ -7,12 +7,17 @@ same tables. The schema is changed only by migrations (Alembic scripts in
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["executions", "files", "make_engine", "metadata", "migrate", "tokens", "users"]
+__all__ = ["executions", "files", "make_engine", "masked", "metadata", "migrate", "tokens",
+           "users"]
 
 metadata = sa.MetaData()
 
@@ -86,8 +91,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***``: what logs and messages may show."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        scheme, sep, _rest = url.partition("://")
+        return f"{scheme}{sep}***" if sep else "***"
+
+
 def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys. A URL that
+    cannot be read is a ValueError whose message hides the password."""
+    try:
+        sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise ValueError(f"cannot read the database URL {masked(url)!r}: give a SQLAlchemy URL "
+                         "such as postgresql+psycopg://user@host/db") from None
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False},
                                   pool_size=8, max_overflow=8)
@@ -104,6 +124,31 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
+    # Every serve and token command migrates at start: several at once on a new database
+    # would each create the tables. One at a time, under a lock; the next finds it done.
+    with _migration_file_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # held until this transaction ends
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": _MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+#: The PostgreSQL advisory lock migrations run under (the scheduler's is another key).
+_MIGRATION_LOCK_KEY = 0x6871_7364_6B01
+
+
+@contextlib.contextmanager
+def _migration_file_lock(engine: sa.Engine) -> Iterator[None]:
+    """An exclusive flock on ``<database file>.migrate.lock`` for a SQLite file (nothing for
+    other databases, or SQLite in memory)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    fd = os.open(f"{database}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

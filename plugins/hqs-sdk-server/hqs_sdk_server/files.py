@@ -51,11 +51,13 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 from hqs_sdk_rest.wire import FileInfo
 
-from hqs_sdk.fileref import FileRef, map_filerefs
+from hqs_sdk._remote_files import FetchPolicy, FetchRefused
+from hqs_sdk.fileref import FILEREF_KEY, FileRef, map_filerefs
 from hqs_sdk_server.db import files
 from hqs_sdk_server.problems import ApiError
 
-__all__ = ["INTERNAL", "FileStore", "Receiver", "check_name", "check_sha256", "load_key"]
+__all__ = ["INTERNAL", "FileStore", "KeyExposed", "Receiver", "check_name", "check_sha256",
+           "load_key"]
 
 #: How stored requests and responses name a file of the service.
 INTERNAL = "hqs-file:"
@@ -71,6 +73,8 @@ _hashers = ThreadPoolExecutor(4, thread_name_prefix="hqs-sdk-server-hash")
 #: Left-overs older than this in ``incoming`` and ``staged`` are removed at start: a file being
 #: received is written to all the time, and a settled one is removed at once.
 _LEFT_OVER_S = 3600.0
+#: Stored files: the service's user alone reads them (other local users are not trusted).
+_FILE_MODE = 0o600
 
 log = logging.getLogger("hqs_sdk_server")
 
@@ -91,13 +95,30 @@ def check_name(value: str | None) -> str:
     return value
 
 
+class KeyExposed(ValueError):
+    """The signing key can be read by other users; the message says the chmod to run."""
+
+
+def _private_key_bytes(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise KeyExposed(
+            f"the signing key {path} has mode {mode & 0o777:o}: other users may read it and "
+            f"sign URLs for any file of the service. Run `chmod 600 {path}` (and, if others "
+            "may have read it, remove it: a new one is made at the next start, and the file "
+            "URLs signed with the old one stop working)")
+    return path.read_bytes()
+
+
 def load_key(path: Path) -> bytes:
-    """The signing secret in ``path``, made (mode 600) if there is none; safe to race."""
+    """The signing secret in ``path``, made (mode 600) if there is none; safe to race.
+    A key that others may read is refused (:class:`KeyExposed`), as OpenSSH refuses such a
+    private key."""
     try:
-        return path.read_bytes()
+        return _private_key_bytes(path)
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -110,7 +131,7 @@ def load_key(path: Path) -> bytes:
         pass
     finally:
         tmp.unlink()
-    return path.read_bytes()
+    return _private_key_bytes(path)
 
 
 def _utc_from(timestamp: int) -> datetime:
@@ -127,8 +148,8 @@ class FileStore:
         self.staged = root / "staged"
         self.key = key
         self.lifetime_s = lifetime_s
-        for folder in (self.blobs, self.incoming, self.staged):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (root, self.blobs, self.incoming, self.staged):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._busy: set[str] = set()  # ids being hashed by this process
         self._busy_changed = threading.Condition()
         self._unhashed: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -149,7 +170,9 @@ class FileStore:
                         expires_at=_utc_from(expires))
 
     def _verify(self, row: Any, expires: int, signature: str) -> bool:
-        return hmac.compare_digest(self._signature(row.id, row.user_id, expires), signature)
+        # compare_digest raises TypeError for text that is not ASCII: compare bytes.
+        return hmac.compare_digest(self._signature(row.id, row.user_id, expires).encode(),
+                                   signature.encode("utf-8", "surrogateescape"))
 
     def for_download(self, file_id: str, expires: str, signature: str) -> tuple[Path, str]:
         """The blob and name a signed URL gives access to; 403 or 404 otherwise."""
@@ -228,8 +251,8 @@ class FileStore:
         if target.exists():
             tmp.unlink()
             return
-        target.parent.mkdir(exist_ok=True)
-        os.chmod(tmp, 0o444)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
 
     def receive(self, user_id: int, sha256: str | None, name: str) -> Receiver:
@@ -242,7 +265,7 @@ class FileStore:
 
     def _stage(self, tmp: Path, user_id: int, size: int, name: str) -> Any:
         file_id = uuid.uuid4().hex
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, self.staged / file_id)
         row = self._insert(user_id, None, size, name, file_id)
         self._hash_soon(file_id)
@@ -281,7 +304,7 @@ class FileStore:
                            f"the content of file {row.id} ({row.name!r}) is missing from the "
                            "service's store; upload the file again") from None
         target = self.blob(sha256)
-        target.parent.mkdir(exist_ok=True)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
         # The staged name goes only once the row has its hash. If the blob is there already,
         # this copy is simply dropped.
         with contextlib.suppress(FileExistsError):
@@ -349,13 +372,17 @@ class FileStore:
 
     # -- file references in requests and responses -----------------------------------------
 
-    def inputs_to_internal(self, user_id: int, value: Any, own_hosts: Iterable[str]) -> Any:
+    def inputs_to_internal(self, user_id: int, value: Any, own_hosts: Iterable[str],
+                           policy: FetchPolicy | None = None) -> Any:
         """Check the file references of a request's input and name the service's own files
-        ``hqs-file:<id>``. A path (a file on some other machine, or the service's own disk)
-        and a URL of this service that does not check out are refused with a 422."""
+        ``hqs-file:<id>``. A path (a file on some other machine, or the service's own disk),
+        a URL of this service that does not check out, and any other URL that ``policy``
+        does not allow (none by default: the service fetches nothing a user names) are
+        refused with a 422 that names the input."""
         hosts = set(own_hosts)
+        policy = policy or FetchPolicy()
 
-        def convert(location: str) -> str:
+        def convert(where: str, location: str) -> str:
             if FileRef(location).path is not None:
                 raise ApiError(422, "local_file",
                                f"the input names the path {location[:200]!r}, which the service "
@@ -364,7 +391,13 @@ class FileStore:
             parts = urlsplit(location)
             match = _URL_PATH.fullmatch(parts.path)
             if parts.netloc not in hosts or match is None:
-                return location  # somebody else's URL: the worker downloads it
+                try:  # somebody else's URL: the worker downloads it, if the operator allows
+                    policy.check(location)
+                except FetchRefused as exc:
+                    raise ApiError(422, "fetch_refused",
+                                   f"input {where} is refused (rule {exc.rule}): {exc}"
+                                   ) from None
+                return location
             query = parse_qs(parts.query)
             expires, signature = query.get("expires", [""])[0], query.get("sig", [""])[0]
             row = self._row(match.group(1))
@@ -380,7 +413,7 @@ class FileStore:
                                "file belongs to another user; ask them for a fresh URL")
             return INTERNAL + row.id
 
-        return map_filerefs(value, convert)
+        return _map_with_paths(value, convert, "input")
 
     def internal_to(self, value: Any, make: Callable[[Any], str]) -> Any:
         """Replace every ``hqs-file:<id>`` by ``make(row)`` (one query for all of them)."""
@@ -445,6 +478,18 @@ class FileStore:
         return map_filerefs(value, convert)
 
 
+def _map_with_paths(value: Any, fn: Callable[[str, str], str], where: str) -> Any:
+    """:func:`map_filerefs` that also tells ``fn`` where the reference is
+    (``input["files"][0]``), for messages that name the input."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(FILEREF_KEY), str):
+            return {FILEREF_KEY: fn(where, value[FILEREF_KEY])}
+        return {k: _map_with_paths(v, fn, f"{where}[{k[:80]!r}]") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_with_paths(v, fn, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
 class Receiver:
     """Writes a file to ``files/incoming``, then keeps it as the user's file.
 
@@ -458,7 +503,8 @@ class Receiver:
                  staged: bool) -> None:
         self.store, self.user_id, self.sha256, self.name = store, user_id, sha256, name
         self.tmp = store.incoming / uuid.uuid4().hex
-        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish() or abort()
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        self.file = open(fd, "wb")  # noqa: SIM115 - closed in finish() or abort()
         self.digest = None if staged else hashlib.sha256()
         self.size = 0
 

@@ -5,16 +5,26 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from hqs_sdk.backend import BackendConfiguration
+
+if TYPE_CHECKING:
+    from hqs_sdk._remote_files import FetchPolicy
 
 __all__ = ["Settings", "SettingsError", "default_data_dir"]
 
 
 class SettingsError(ValueError):
     """A setting that cannot work; the message says which and what to do."""
+
+
+def _masked(url: str | None) -> str | None:
+    from hqs_sdk_server.db import masked
+
+    return None if url is None else masked(url)
 
 
 def default_data_dir() -> Path:
@@ -28,7 +38,7 @@ class Settings:
 
     data_dir: Path = attrs.field(factory=default_data_dir, converter=Path)
     #: SQLAlchemy URL; default: the SQLite file ``hqs-sdk-server.db`` in ``data_dir``.
-    database: str | None = None
+    database: str | None = attrs.field(default=None, repr=lambda url: repr(_masked(url)))
     host: str = "127.0.0.1"
     port: int = 8750
     #: How many executions run at once; the others wait in the database.
@@ -51,6 +61,25 @@ class Settings:
     #: The environment of the tasks, besides the standard allow-list (see docs/security.md):
     #: ``NAME`` or ``PATTERN*`` passes the service's own variable, ``NAME=VALUE`` sets one.
     task_env: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    #: URL prefixes (``https://data.example.org/``) whose files workers may fetch for users.
+    allow_fetch: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Networks (``10.1.0.0/16``) workers may fetch from although they are not public.
+    allow_fetch_addresses: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Seconds a client has to send a request's head, and in which a body must progress.
+    request_read_timeout_s: float = 20.0
+
+    def fetch_policy(self, config: BackendConfiguration) -> FetchPolicy:
+        """What workers may fetch for users: the allowed prefixes and networks, and
+        ``sftp://`` only to the login host of a Slurm backend."""
+        from hqs_sdk._remote_files import FetchPolicy, prefixes
+
+        login_host = getattr(config, "login_host", None)
+        try:
+            return FetchPolicy(prefixes(self.allow_fetch), self.allow_fetch_addresses,
+                               (login_host,) if isinstance(login_host, str) else ())
+        except ValueError as exc:
+            raise SettingsError(f"--allow-fetch / --allow-fetch-address: {exc}") from None
 
     @property
     def database_url(self) -> str:

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -53,10 +54,17 @@ class Service:
         """Run ``hqs-sdk-server ARGS`` on this service's database; its output."""
         command = [sys.executable, "-m", "hqs_sdk_server.cli", *args, "--data-dir",
                    str(self.data_dir)]
-        if self.database_url:
-            command += ["--database-url", self.database_url]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True,
+                              env=self.env())
         return done.stdout
+
+    def env(self) -> dict[str, str]:
+        """The environment of the service's commands: the database URL (with its password)
+        goes there, not on the command line, where every local user sees it."""
+        env = {k: v for k, v in os.environ.items() if k != "HQS_SDK_DATABASE_URL"}
+        if self.database_url:
+            env["HQS_SDK_DATABASE_URL"] = self.database_url
+        return env
 
     def token(self, user: str) -> str:
         """A new token for ``user``, made with the service's own command."""
@@ -65,10 +73,8 @@ class Service:
     def start(self, timeout: float = 60.0) -> None:
         command = [sys.executable, "-m", "hqs_sdk_server.cli", "serve", "--data-dir",
                    str(self.data_dir), "--port", str(self.port), *self.args]
-        if self.database_url:
-            command += ["--database-url", self.database_url]
         log = open(self.data_dir / "service.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, env=self.env())
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -53,7 +53,8 @@ def _run(service: Service, token: str, task: Any, **kwargs: Any) -> requests.Res
     """Submit one execution and return the reply of its response route once it finished;
     the submission's reply if the service refused it."""
     request = make_request(task, **kwargs)
-    reply = requests.post(f"{service.url}/v1/executions", headers=_auth(token), timeout=30,
+    reply = requests.post(f"{service.url}/v1/executions", timeout=30,
+                          headers={**_auth(token), "Content-Type": "application/json"},
                           data=json.dumps({"requests": [converter.unstructure(request)]}))
     if reply.status_code != 200:
         return reply

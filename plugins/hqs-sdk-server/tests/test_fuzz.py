@@ -8,7 +8,7 @@ operation that needs a token answers 401, and nothing answers 5xx.
 The run is bounded and repeatable: a fixed number of generated cases per operation (plus
 schemathesis' example and coverage cases), derandomized, with no example database.
 
-The schema is built at import from :func:`hqs_sdk_rest.wire.openapi_document` (so pytest makes
+The schema is built at import from :func:`hqs_sdk_server.app.served_document` (so pytest makes
 one test per operation) and ``test_the_fuzzed_document_is_the_served_one`` checks that it is
 what the service serves. It is not loaded lazily from the service with
 ``schemathesis.pytest.from_fixture``: schemathesis 4.32 sets ``Node._nodeid`` there, which
@@ -30,6 +30,7 @@ import pytest
 import requests
 import schemathesis
 from hqs_sdk_rest import wire
+from hqs_sdk_server.app import served_document
 from hqs_sdk_server.testing import Service, running_service
 
 from hqs_sdk.fileref import FILEREF_KEY
@@ -54,7 +55,7 @@ def _schema(max_examples: int) -> schemathesis.BaseSchema:
             "allow-extra-parameters": False,
         },
     })
-    return schemathesis.openapi.from_dict(wire.openapi_document(), config=config)
+    return schemathesis.openapi.from_dict(served_document(), config=config)
 
 
 schema = _schema(max_examples=30)
@@ -106,7 +107,7 @@ def _with_log(exc: BaseException, service: Service) -> None:
 def test_the_fuzzed_document_is_the_served_one(service: Service) -> None:
     served = requests.get(service.url + "/openapi.json", timeout=30)
     assert served.status_code == 200
-    assert served.json() == wire.openapi_document()
+    assert served.json() == served_document()
 
 
 @schema.parametrize()
@@ -147,6 +148,8 @@ def test_no_request_without_a_valid_token_gets_in(case: schemathesis.Case, servi
 def _send(service: Service, method: str, path: str, token: str | None = None,
           body: bytes | None = None, **kwargs: Any) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     return requests.request(method, service.url + path, data=body, headers=headers, timeout=30,
                             **kwargs)
 

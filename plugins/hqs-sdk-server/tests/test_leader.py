@@ -21,7 +21,8 @@ def _wait_all(url: str, token: str, ids: list[str], timeout: float = 90) -> list
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reply = requests.post(f"{url}/v1/executions/states", timeout=30,
-                              headers={"Authorization": f"Bearer {token}"},
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Content-Type": "application/json"},
                               data=json.dumps({"ids": ids}))
         states = [e["state"] for e in reply.json()["executions"]]
         if all(s in ("succeeded", "failed", "cancelled") for s in states):
@@ -41,7 +42,8 @@ def test_a_standby_process_takes_over_and_nothing_runs_twice(
         requests_ = [make_request(tasks.sleep, seconds=1.5, marker=str(markers / f"m{i}"))
                      for i in range(6)]
         reply = requests.post(f"{second.url}/v1/executions", timeout=30,
-                              headers={"Authorization": f"Bearer {token}"},
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Content-Type": "application/json"},
                               data=json.dumps({"requests": [converter.unstructure(r)
                                                             for r in requests_]}))
         assert reply.status_code == 200, reply.text

@@ -35,6 +35,8 @@ def _call(service: Service, method: str, path: str, token: str | None, body: Any
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if body is not None and not isinstance(body, bytes | str):
         body = json.dumps(body)
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     return requests.request(method, service.url + path, data=body, headers=headers,
                             timeout=30, **kwargs)
 
