@@ -55,8 +55,17 @@ class SSHOptions:
     config_file: str | None = None
 
 
-_KNOWN_O = {"userknownhostsfile", "stricthostkeychecking", "serveraliveinterval", "user",
-            "port", "identityfile", "proxyjump", "connecttimeout", "compression"}
+_KNOWN_O = {"userknownhostsfile", "globalknownhostsfile", "stricthostkeychecking",
+            "serveraliveinterval", "user", "port", "identityfile", "proxyjump", "connecttimeout",
+            "compression"}
+
+#: The values each ``-o`` option may take (checked when configured, so a typo never turns
+#: into a weaker setting); options not listed take any value.
+_O_VALUES: dict[str, tuple[str, ...]] = {
+    "stricthostkeychecking": ("yes", "accept-new", "no", "off", "ask"),
+    "compression": ("yes", "no"),
+}
+_O_NUMBERS = ("serveraliveinterval", "connecttimeout", "port")
 
 
 _WITH_VALUE = ("-i", "-p", "-J", "-o", "-F")
@@ -101,7 +110,15 @@ def parse_ssh_extra(args: tuple[str, ...]) -> SSHOptions:
                     f"ssh_extra: -o {value!r} is not supported; known: "
                     f"{', '.join(sorted(_KNOWN_O))} (as Key=Value)"
                 )
-            options.append((key.lower(), option))
+            key = key.lower()
+            allowed = _O_VALUES.get(key)
+            if allowed is not None and option.lower() not in allowed:
+                raise ConfigurationError(
+                    f"ssh_extra: -o {value!r}: {key} takes one of {', '.join(allowed)}")
+            if key in _O_NUMBERS and not option.strip().isdigit():
+                raise ConfigurationError(
+                    f"ssh_extra: -o {value!r}: {key} takes a whole number")
+            options.append((key, option.lower() if allowed is not None else option))
     return SSHOptions(tuple(identity), port, jump, tuple(options), config_file)
 
 
@@ -118,16 +135,24 @@ class BackendConfigurationSlurm(BackendConfiguration):
         login_user: the SSH user; default from ``~/.ssh/config``, else the local user.
         port: the SSH port; default from ``~/.ssh/config``, else 22.
         ssh_extra: OpenSSH options: ``-i FILE``, ``-p PORT``, ``-J JUMPHOST``, ``-F CONFIG``
-            (instead of ``~/.ssh/config``), ``-o Key=Value``.
+            (instead of ``~/.ssh/config``), ``-o Key=Value`` for ``User``, ``Port``,
+            ``IdentityFile``, ``ProxyJump``, ``ConnectTimeout``, ``UserKnownHostsFile`` and
+            ``GlobalKnownHostsFile`` (several files each, space-separated),
+            ``StrictHostKeyChecking`` (``yes``, ``ask`` = refuse unknown keys; ``accept-new``,
+            ``no`` = record them; a changed key is always refused), ``ServerAliveInterval``
+            (seconds, default 30) and ``Compression``. Each is honoured as ssh does.
         sbatch_extra: extra ``sbatch`` arguments (passed quoted, one argument each).
         slurm_script_shell: the shell of the batch script.
         preparation_script_before: shell lines run first in every job (e.g. activating the
             environment that has ``hqs-task-execute``).
         preparation_script_after: shell lines run after them, just before the task.
         debug_slurm_script: log every generated batch script.
-        known_hosts: the known-hosts file host keys are checked against; default
-            ``UserKnownHostsFile`` from ``ssh_extra`` or the SSH config, else
-            ``~/.ssh/known_hosts``. Unknown or changed keys are refused, for jump hosts too.
+        known_hosts: the user known-hosts file host keys are checked against (besides the
+            global ones); default ``UserKnownHostsFile`` from ``ssh_extra`` or the SSH config,
+            else ``~/.ssh/known_hosts`` and ``~/.ssh/known_hosts2``. The global files
+            (``GlobalKnownHostsFile``, default ``/etc/ssh/ssh_known_hosts`` and
+            ``/etc/ssh/ssh_known_hosts2``) are checked too. Unknown or changed keys are
+            refused, for jump hosts too (see ``StrictHostKeyChecking`` above).
         deploy: install each task's distribution, ``hqs-sdk`` and their requirements, as
             installed on this client, into a virtual environment under
             ``slurm_tmp_io/deploy`` (built once per version, reused by every client) and run

@@ -1,7 +1,16 @@
 """One persistent SSH connection per login host and client process, shared by all threads.
 
-Host keys are checked against ``known_hosts`` (an unknown or changed key is refused with the
-command that trusts the host). When keys are not enough and a terminal is attached, the
+Host keys are checked as OpenSSH checks them: against every ``UserKnownHostsFile`` (default
+``~/.ssh/known_hosts`` and ``~/.ssh/known_hosts2``) and every ``GlobalKnownHostsFile``
+(default ``/etc/ssh/ssh_known_hosts`` and ``/etc/ssh/ssh_known_hosts2``, where clusters
+publish their keys), for the login host and every jump host. A changed key is always refused;
+an unknown one is refused by a :class:`paramiko.MissingHostKeyPolicy` that raises
+:class:`UnknownHostKeyError` naming the key's fingerprint, the files checked and the command
+that trusts the host, unless ``StrictHostKeyChecking`` (from ``ssh_extra`` or the SSH config)
+is ``accept-new`` or ``no``: then the new key is recorded in the first user known-hosts file
+and the connection goes on (a changed key is refused even with ``no``). ``ServerAliveInterval``
+sets the keep-alive interval (default 30 s, 0 turns it off) and ``Compression yes`` compresses
+the connection. When keys are not enough and a terminal is attached, the
 password and keyboard-interactive prompts (one-time codes) are asked there, once per
 connection. A dropped connection surfaces as
 :class:`~hqs_sdk.errors.BackendUnavailableError`, which the core retries with back-off; the
@@ -10,7 +19,9 @@ next call opens a new connection.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import posixpath
@@ -23,7 +34,17 @@ from hqs_sdk_slurm.config import BackendConfigurationSlurm, parse_ssh_extra
 
 log = logging.getLogger("hqs_sdk.slurm")
 
-__all__ = ["RemoteResult", "SSHSession", "shared_session"]
+__all__ = ["RemoteResult", "SSHSession", "UnknownHostKeyError", "shared_session"]
+
+#: Where OpenSSH looks for host keys when the SSH config does not say.
+USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+_KEEPALIVE_S = 30
+_ACCEPTING = ("accept-new", "no", "off")
+
+
+class UnknownHostKeyError(BackendRejectedError):
+    """The SSH server's host key is in none of the known-hosts files (and may not be added)."""
 
 _shared_lock = threading.Lock()
 _shared: dict[tuple[Any, ...], SSHSession] = {}
@@ -87,6 +108,51 @@ class RemoteResult:
         self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
 
 
+def fingerprint(key: Any) -> str:
+    """A host key's fingerprint as OpenSSH shows it (``SHA256:...``)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _host_key_policy(session: SSHSession, mode: str, record_in: str | None,
+                     checked: list[str]) -> Any:
+    """A paramiko policy for keys in none of the ``checked`` files (see the module docstring).
+
+    ``mode`` is the ``StrictHostKeyChecking`` value: ``accept-new``, ``no`` and ``off`` record
+    the key in ``record_in`` and go on; anything else (``yes``, ``ask``: there is no prompt
+    here) refuses."""
+    import paramiko
+
+    class Policy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            print_ = fingerprint(key)
+            if mode not in _ACCEPTING:
+                plain = hostname.lstrip("[").split("]")[0]
+                port = hostname.rsplit(":", 1)[1] if hostname.startswith("[") else None
+                scan = f"ssh-keyscan {'-p ' + port + ' ' if port else ''}{plain}"
+                raise UnknownHostKeyError(
+                    f"the host key of {hostname} ({key.get_name()} {print_}) is unknown: it is "
+                    f"in none of {', '.join(checked) or 'no known-hosts file'}. Compare the "
+                    "fingerprint with the one your cluster publishes, then trust the host by "
+                    f"connecting once with `ssh {session.config.login_host}`, or add the key "
+                    f"with `{scan} >> ~/.ssh/known_hosts`; ssh_extra=['-o', "
+                    "'StrictHostKeyChecking=accept-new'] records new keys by itself")
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            if record_in is not None:
+                try:
+                    fd = os.open(record_in, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                    with os.fdopen(fd, "a") as f:
+                        f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+                except OSError as exc:
+                    log.warning("cannot record the host key of %s in %s: %s", hostname,
+                                record_in, exc)
+            log.warning("trusting the new host key of %s (%s %s) (StrictHostKeyChecking=%s)%s",
+                        hostname, key.get_name(), print_, mode,
+                        f"; recorded in {record_in}" if record_in else "")
+
+    return Policy()
+
+
 class SSHSession:
     """The connection to one login host; see the module docstring."""
 
@@ -109,15 +175,41 @@ class SSHSession:
     def where(self) -> str:
         return f"{self.config.login_host}"
 
-    def _known_hosts(self, connection: Any = None) -> str:
+    def _setting(self, name: str, connection: Any = None) -> str | None:
+        """An OpenSSH option: from ``ssh_extra`` first, else from the SSH config (as ssh)."""
         options = dict(self._options.options)
-        from_config = None
+        if name in options:
+            return options[name]
         if connection is not None:
-            value = connection.ssh_config.get("userknownhostsfile")
-            from_config = value.split()[0] if isinstance(value, str) and value else None
-        path = (self.config.known_hosts or options.get("userknownhostsfile") or from_config
-                or "~/.ssh/known_hosts")
-        return os.path.expanduser(path)
+            value = connection.ssh_config.get(name)
+            if isinstance(value, list):
+                value = " ".join(value)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    @staticmethod
+    def _files(value: str | None, default: tuple[str, ...]) -> list[str]:
+        if value is None:
+            return [os.path.expanduser(p) for p in default]
+        if value.strip().lower() == "none":
+            return []
+        return [os.path.expanduser(p) for p in shlex.split(value)]
+
+    def _known_hosts_files(self, connection: Any = None) -> tuple[list[str], list[str]]:
+        """The user and the global known-hosts files, in the order they are checked."""
+        if self.config.known_hosts:
+            user = [os.path.expanduser(self.config.known_hosts)]
+        else:
+            user = self._files(self._setting("userknownhostsfile", connection),
+                               USER_KNOWN_HOSTS)
+        return user, self._files(self._setting("globalknownhostsfile", connection),
+                                 GLOBAL_KNOWN_HOSTS)
+
+    def _known_hosts(self, connection: Any = None) -> str:
+        """The known-hosts files checked, for messages."""
+        user, global_ = self._known_hosts_files(connection)
+        return ", ".join(user + global_) or "no known-hosts file"
 
     def _open(self) -> Any:
         import fabric
@@ -149,25 +241,18 @@ class SSHSession:
             self.config.login_host, user=self.config.login_user or options.get("user"),
             port=port, connect_kwargs=connect_kwargs, gateway=gateway, config=ssh_config,
         )
-        self._verify_host_keys(connection)
+        self._prepare(connection)
         try:
             connection.open()
         except paramiko.BadHostKeyException as exc:
             raise BackendRejectedError(
-                f"the host key of {exc.hostname} has CHANGED since it was recorded in "
-                f"{self._known_hosts(connection)}; this may be an attack. If the change is "
-                f"expected, remove the old key with `ssh-keygen -R {exc.hostname}` and connect "
-                "once with ssh to record the new one."
+                f"the host key of {exc.hostname} has CHANGED since it was recorded (files "
+                f"checked: {self._known_hosts(connection)}); this may be an attack. If the "
+                f"change is expected, remove the old key with `ssh-keygen -R {exc.hostname}` "
+                "and connect once with ssh to record the new one."
             ) from exc
         except paramiko.SSHException as exc:
             text = str(exc)
-            if "not found in known_hosts" in text or ("Server" in text and "not found" in text):
-                raise BackendRejectedError(
-                    f"the host key of {self.where} is unknown ({text}; checked against "
-                    f"{self._known_hosts(connection)}). Check it and trust the host by "
-                    f"connecting once with `ssh {self.config.login_host}`, or add it with "
-                    "`ssh-keyscan`."
-                ) from exc
             # No key to try at all is a plain SSHException in paramiko.
             if not (isinstance(exc, paramiko.AuthenticationException)
                     or "no authentication methods" in text.lower()):
@@ -178,7 +263,7 @@ class SSHSession:
             raise BackendUnavailableError(f"cannot connect to {self.where}: {exc}") from exc
         transport = connection.client.get_transport()
         if transport is not None:
-            transport.set_keepalive(30)
+            transport.set_keepalive(self._keepalive(connection))
         self.connections_opened += 1
         log.debug("opened SSH connection %d to %s", self.connections_opened, self.where)
         return connection
@@ -235,17 +320,35 @@ class SSHSession:
             return
         raise refused from exc
 
-    def _verify_host_keys(self, connection: Any) -> None:
-        """Refuse unknown keys on the connection and every jump host before it."""
+    def _keepalive(self, connection: Any) -> int:
+        value = self._setting("serveraliveinterval", connection)
+        if value is None:
+            return _KEEPALIVE_S
+        try:
+            seconds = int(value)
+        except ValueError:
+            raise BackendRejectedError(
+                f"ServerAliveInterval {value!r} for {self.where} is not a whole number of "
+                "seconds; fix it in ssh_extra or the SSH config (0 turns keep-alives off)"
+            ) from None
+        return max(0, seconds)
+
+    def _prepare(self, connection: Any) -> None:
+        """Host-key checks and compression for the connection and every jump host before it."""
         import fabric
-        import paramiko
 
         while isinstance(connection, fabric.Connection):
+            if (self._setting("compression", connection) or "no").lower() == "yes":
+                connection.connect_kwargs["compress"] = True
             client = connection.client
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            path = self._known_hosts(connection)
-            if os.path.exists(path):
-                client.load_host_keys(path)
+            user, global_ = self._known_hosts_files(connection)
+            for path in user + global_:
+                if os.path.isfile(path):
+                    # The "system" keys are only read, never written back by paramiko.
+                    client.load_system_host_keys(path)
+            mode = (self._setting("stricthostkeychecking", connection) or "yes").lower()
+            client.set_missing_host_key_policy(
+                _host_key_policy(self, mode, user[0] if user else None, user + global_))
             connection = connection.gateway
 
     def connection(self) -> Any:
