@@ -19,6 +19,7 @@ the object whose docstring holds them, as Sphinx does. Names that the lazy packa
 from __future__ import annotations
 
 import ast
+import logging
 import re
 import textwrap
 from typing import Any
@@ -28,6 +29,7 @@ import griffe
 ROLE = re.compile(r":(?P<role>class|meth|func|data|attr|mod|exc|obj):`(?P<body>[^`]+)`")
 EXPLICIT = re.compile(r"^(?P<title>.*?)\s*<(?P<target>[^>]+)>$")
 PROJECT = ("hqs_sdk",)
+log = logging.getLogger("mkdocs.plugins.rst_docstrings")
 
 
 class RstDocstrings(griffe.Extension):
@@ -61,6 +63,7 @@ def _roles(text: str, obj: griffe.Object, loader: griffe.GriffeLoader) -> str:
             title += "()"
         path = _resolve(target, obj, loader)
         if path is None:
+            log.debug("%s: %r names nothing in the project; shown as code", obj.path, target)
             return f"`{title}`"
         return f"[`{title}`][{path}]"
 
