@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from _timing import floor_command, result, run_process
+from peers_driver import MANY
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "peers_driver.py"
@@ -154,7 +155,7 @@ class Floor:
             run_process(self.command)
         else:
             with ThreadPoolExecutor(2) as pool:
-                list(pool.map(lambda _: run_process(self.command), range(100)))
+                list(pool.map(lambda _: run_process(self.command), range(MANY)))
         return {"seconds": time.perf_counter() - started}
 
     def stop(self) -> None:
@@ -246,14 +247,14 @@ def _tasks_part(samples: int, python: Path, failed: dict[str, str], folder: Path
                               f"parsl.load {starts['parsl']['load']:.2f} s, then the first task "
                               f"{starts['parsl']['first']:.2f} s (workers starting)"))
     note = f"median of {rounds}; load {loads[1]:.2f}->{loads[2]:.2f}"
-    records.append(result("peers: 100 tasks, 2 cores vs 100 floors", many["hqs"], "s",
+    records.append(result(f"peers: {MANY} tasks, 2 cores vs {MANY} floors", many["hqs"], "s",
                           many["floor"], None, f"{note}; floor processes 2 at a time"))
     if "submitit" in many:
-        records.append(result("peers: 100 tasks, 2 cores vs submitit local", many["hqs"], "s",
+        records.append(result(f"peers: {MANY} tasks, 2 cores vs submitit local", many["hqs"], "s",
                               many["submitit"], None,
-                              f"{note}; submitit starts all 100 job processes at once"))
+                              f"{note}; submitit starts all {MANY} job processes at once"))
     if "parsl" in many:
-        records.append(result("peers: 100 tasks, 2 cores vs Parsl HTEX", many["hqs"], "s",
+        records.append(result(f"peers: {MANY} tasks, 2 cores vs Parsl HTEX", many["hqs"], "s",
                               many["parsl"], None,
                               f"{note}; Parsl runs them in its 2 long-lived workers"))
     return records
