@@ -23,11 +23,12 @@ import os
 import posixpath
 import shlex
 import shutil
+import tempfile
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
 from hqs_sdk.errors import BackendError, BackendRejectedError
@@ -55,6 +56,25 @@ _SLURM_STATES = {"PENDING": ExecutionState.QUEUED, "CONFIGURING": ExecutionState
                  "SUSPENDED": ExecutionState.QUEUED, "REQUEUED": ExecutionState.QUEUED,
                  "RESIZING": ExecutionState.RUNNING}
 _FINAL = {state.value: state for state in ExecutionState if state.finished}
+
+@contextlib.contextmanager
+def _private_temporary(path: str) -> Iterator[IO[bytes]]:
+    """Write ``path`` through a temporary file of a unique name in its folder (mode 600, the
+    folders 700), moved into place once complete. ``slurm_tmp_io`` is on a file system that
+    other machines and users see: a name such as ``<path>.<pid>.tmp`` can be another
+    client's (pids repeat across machines), and the default umask would let others read."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
 
 # Markers slurmstepd writes into a job's output when Slurm itself ends it, matched in lower
 # case and in this order (a job killed for its memory is also reported as CANCELLED).
@@ -116,21 +136,16 @@ class SlurmBackend(Backend):
         for remote, data in files.items():
             local = self._local_path(remote)
             assert local is not None
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            tmp = f"{local}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
+            with _private_temporary(local) as f:
                 f.write(data)
-            os.replace(tmp, local)
 
     def _upload(self, path: Path, remote: str) -> None:
         local = self._local_path(remote)
         if local is None:
             self.session.upload_file(str(path), remote, f"uploading {path.name}")
             return
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        tmp = f"{local}.{os.getpid()}.{threading.get_ident()}.tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, local)
+        with _private_temporary(local) as f, open(path, "rb") as src:
+            shutil.copyfileobj(src, f, 1024 * 1024)
 
     def _read(self, remote: str, doing: str) -> bytes | None:
         local = self._local_path(remote)
@@ -272,7 +287,7 @@ class SlurmBackend(Backend):
         batch_dir = self._remote("batches", batch)
         dirs = [self._remote(r.execution_id) for r in group]
         q = shlex.quote
-        mkdir = f"mkdir -p {q(batch_dir + '/requests')}"
+        mkdir = f"umask 077; mkdir -p {q(batch_dir + '/requests')}"
         result = self.session.run(mkdir, "creating the batch folder")
         if result.exit_code != 0:
             raise BackendRejectedError(
@@ -300,7 +315,8 @@ class SlurmBackend(Backend):
         # execution, so a re-run after a client crash finds it instead of submitting again.
         lock = q(self._remote(".submit.lock"))
         command = (
-            f"set -e; cd {q(batch_dir)}; if command -v flock >/dev/null; then exec 9>>{lock}; "
+            f"set -e; umask 077; cd {q(batch_dir)}; "
+            f"if command -v flock >/dev/null; then exec 9>>{lock}; "
             'flock -w 120 9 || { echo "another client held the submission lock for 120 s" >&2;'
             " exit 75; }; fi; found=0; while read -r d; do "
             'if [ -f "$d/submitted" ]; then echo "FOUND ${d##*/} $(cat "$d/submitted")"; '

@@ -59,7 +59,10 @@ def batch_script(config: BackendConfigurationSlurm, batch_dir: str,
     ]
     return "\n".join([
         f"#!{config.slurm_script_shell}",
-        "# Written by hqs-sdk-slurm. The control folder first, so preparation cannot break it:",
+        "# Written by hqs-sdk-slurm. What the task writes (its response, log, files) is the",
+        "# user's alone: slurm_tmp_io is seen by other users of the cluster.",
+        "umask 077",
+        "# The control folder first, so preparation cannot break it:",
         f'DIR=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {dirs})',
         '[ -n "$DIR" ] || { echo "no control folder for array index $SLURM_ARRAY_TASK_ID"; '
         "exit 1; }",

@@ -1,0 +1,91 @@
+"""What the Slurm backend leaves in ``slurm_tmp_io`` is its user's alone (issue 12).
+
+``slurm_tmp_io`` is on a file system the whole cluster sees. The control folders, the batch
+folders, the requests, the responses and the files tasks write are created private (umask
+077), and the client writes through temporary files of unique names. Checked on the real
+test cluster, once as the files' modes and once as another user (uid 65534) trying to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from hqs_sdk.testing import tasks
+
+_PEEK = """
+import json, os, sys
+os.setgid(65534); os.setuid(65534)
+readable = []
+for path in json.load(sys.stdin):
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+        readable.append(path)
+    except OSError:
+        pass
+print("\\n".join(readable))
+"""
+
+
+def _open_to_others(root: Path) -> list[str]:
+    return [f"{p} {stat.filemode(p.stat().st_mode)}" for p in [root, *root.rglob("*")]
+            if p != root and not p.is_symlink() and p.stat().st_mode & 0o077]
+
+
+@pytest.mark.parametrize("local_io", [False, True], ids=["over-ssh", "slurm_tmp_io_local"])
+def test_slurm_tmp_io_holds_nothing_other_users_can_read(hqs_config: Any, slurm_config: Any,
+                                                         local_io: bool) -> None:
+    io = Path(slurm_config.slurm_tmp_io)
+    io.chmod(0o755)  # as a shared scratch folder is: only what the backend makes protects
+    if local_io:
+        slurm_config = attrs.evolve(slurm_config, slurm_tmp_io_local=str(io))
+    hqs_config.backend = slurm_config
+    ref = tasks.write_text("private result")
+    assert tasks.read_text(ref) == "private result"
+    made = [p for p in io.rglob("*") if p.name != ".submit.lock"]
+    assert any(p.name == "request.json" for p in made) and \
+        any(p.name == "response.json" for p in made) and \
+        any(p.name == "out.txt" for p in made), [str(p) for p in made]
+    assert not [p for p in made if p.name.endswith(".tmp")], "temporary files were left"
+    assert _open_to_others(io) == []
+    if os.geteuid() == 0:
+        paths = [str(p) for p in made]
+        peek = subprocess.run([sys.executable, "-c", _PEEK], input=json.dumps(paths),
+                              capture_output=True, text=True, timeout=60)
+        assert peek.returncode == 0, peek.stderr
+        assert peek.stdout.strip() == "", f"readable by uid 65534:\n{peek.stdout}"
+
+
+def test_the_client_writes_through_unique_temporary_names(slurm_config: Any,
+                                                          tmp_path: Path) -> None:
+    """A stale ``<path>.<pid>.tmp`` (another machine's client with the same pid) is neither
+    reused nor clobbered: the client's temporary names are unique."""
+    from hqs_sdk_slurm.backend import SlurmBackend
+
+    io = Path(slurm_config.slurm_tmp_io)
+    backend = SlurmBackend(attrs.evolve(slurm_config, slurm_tmp_io_local=str(io)))
+    try:
+        target = io / "batches" / "b1" / "requests" / "0.json"
+        target.parent.mkdir(parents=True)
+        other = target.parent / f"0.json.{os.getpid()}.tmp"
+        other.symlink_to(tmp_path / "elsewhere")  # what another user could have planted
+        backend._write({str(target): b"{}"}, "writing a request")
+        assert target.read_bytes() == b"{}"
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+        assert not (tmp_path / "elsewhere").exists()
+        assert [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")] == \
+            [other.name]
+    finally:
+        backend.close()
