@@ -33,7 +33,6 @@ from hqs_sdk.fileref import map_filerefs
 from hqs_sdk.models import CacheEntry, ExecutionState, TaskExecutionResponse
 from hqs_sdk.serialization import converter
 from hqs_sdk_dashboard.source import (
-    COUNT_CAP,
     METRICS,
     STATES,
     Cancelled,
@@ -280,8 +279,7 @@ class CacheSource:
         for row in rows:
             if matches(row, False):
                 counted[row.state] = counted.get(row.state, 0) + 1
-        counts = [StateCount(s, min(counted.get(s, 0), COUNT_CAP), counted.get(s, 0) > COUNT_CAP)
-                  for s in STATES]
+        counts = [StateCount(s, counted.get(s, 0)) for s in STATES]  # in memory: exact
         selected = [r for r in rows if matches(r, True)]
         sort = query.sort if query.sort in _LOCAL_SORTS else "-submitted"
         key = _sort_key(sort)

@@ -6,13 +6,15 @@ Every query has ``user_id = <the signed-in user>`` in it, so another user's exec
 simply not found, exactly like the API's 404.
 
 Queries are index-backed: listing walks the primary key (``seq``) newest first (or the
-``(user_id, task_name, seq)`` index for the task order), stopping after one page; counts per
-state stop at :data:`~hqs_sdk_dashboard.source.COUNT_CAP` rows each.
+``(user_id, task_name, seq)`` index for a task and for the task order), stopping after one
+page; the counts per state are of the newest :data:`~hqs_sdk_dashboard.source.COUNT_CAP`
+matching executions (exact below that), one query that stops there.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +45,10 @@ __all__ = ["ServiceSource"]
 SERVICE_SORTS = ("-submitted", "submitted", "task")
 _ACTIVE = (ExecutionState.QUEUED.value, ExecutionState.RUNNING.value)
 _INTERNAL = "hqs-file:"
+#: How many of the newest executions a cache-key search reads.
+SEARCH_WINDOW = 5_000
+#: The start of a cache key: ``<task name>@<task version>:``.
+_CACHE_KEY = re.compile(r"^([^@\s]{1,200})@([^:\s]{1,100}):")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -103,7 +109,8 @@ class ServiceSource:
                    finished_at=_utc(r.finished_at), backend="service", progress=fraction,
                    progress_message=message, message=r.message or "")
 
-    def _filters(self, query: Query, with_state: bool) -> list[Any]:
+    def _filters(self, query: Query, with_state: bool, by_id: bool = False) -> list[Any]:
+        """The WHERE clauses of ``query`` (``by_id``: its search text is an execution id)."""
         t = self.t
         where: list[Any] = [t.c.user_id == self.user_id]
         if query.task:
@@ -114,67 +121,114 @@ class ServiceSource:
             where.append(t.c.created_at >= query.since)
         if query.until:
             where.append(t.c.created_at < query.until)
-        if query.search:
+        if query.search and by_id:
+            where.append(t.c.id == query.search)  # the (user_id, id) index
+        elif query.search:
+            # A cache key is inside the request (it has no column of its own), so it is
+            # looked for in the newest SEARCH_WINDOW executions that pass the other filters
+            # (of its own task when it starts with "<task>@<version>:", through the
+            # (user_id, task_name) index): bounded work whatever the user has.
             text = query.search
-            # An exact id uses the (user_id, id) index; a cache key is inside the request
-            # (no column of its own yet): a prefix of at least 6 characters, matched in the
-            # user's rows only.
-            options = [t.c.id == text]
-            if len(text) >= 6:
-                like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                options.append(t.c.request.like(f'%"cache_key": "{like}%', escape="\\"))
-            where.append(sa.or_(*options))
+            key = _CACHE_KEY.match(text)
+            narrowed = list(where)
+            if key is not None:
+                narrowed += [t.c.task_name == key.group(1), t.c.task_version == key.group(2)]
+            window = (sa.select(t.c.seq).where(*narrowed).order_by(t.c.seq.desc())
+                      .limit(SEARCH_WINDOW).scalar_subquery())
+            like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where += [t.c.seq.in_(window),
+                      t.c.request.like(f'%"cache_key": "{like}%', escape="\\")]
         return where
+
+    def _by_task(self, db: Any, where: list[Any], after: list[Any], limit: int) -> list[Any]:
+        """Rows in task order, newest first within a task: one index range per task name
+        (the (user_id, task_name, seq) index), never a sort of all the user's rows. Only
+        without filters, where each task name read adds a row: at most ``limit`` rounds."""
+        t = self.t
+        found: list[Any] = []
+        name: str | None = after[0] if after else None
+        below = after[1] if after else None
+        while len(found) < limit:
+            if name is None or below is None:
+                # The next task name after ``name`` (the first one to start with).
+                step = sa.select(sa.func.min(t.c.task_name)).where(t.c.user_id == self.user_id)
+                if name is not None:
+                    step = step.where(t.c.task_name > name)
+                name = db.execute(step).scalar()
+                if name is None:
+                    break
+            select = sa.select(*self._columns()).where(*where, t.c.task_name == name)
+            if below is not None:
+                select = select.where(t.c.seq < below)
+            found += db.execute(select.order_by(t.c.seq.desc()).limit(limit - len(found)))
+            below = None
+        return found
+
+    def _is_id(self, db: Any, text: str | None) -> bool:
+        if not text:
+            return False
+        t = self.t
+        return db.execute(sa.select(t.c.seq).where(t.c.user_id == self.user_id,
+                                                   t.c.id == text)).first() is not None
 
     def page(self, query: Query) -> Page:
         t = self.t
         sort = query.sort if query.sort in SERVICE_SORTS else "-submitted"
-        where = self._filters(query, True)
-        if sort == "task":
-            order = [t.c.task_name.asc(), t.c.seq.desc()]
-        elif sort == "submitted":
-            order = [t.c.seq.asc()]
-        else:
-            order = [t.c.seq.desc()]
+        after: list[Any] = []
         if query.cursor:
             after = decode_cursor(query.cursor)
-            try:
-                if sort == "task":
-                    name, seq = str(after[0]), int(after[1])
-                    where.append(sa.or_(t.c.task_name > name,
-                                        sa.and_(t.c.task_name == name, t.c.seq < seq)))
-                elif sort == "submitted":
-                    where.append(t.c.seq > int(after[0]))
-                else:
-                    where.append(t.c.seq < int(after[0]))
-            except (IndexError, ValueError, TypeError) as exc:
-                raise ValueError(f"not a cursor of this page: {query.cursor[:40]!r}") from exc
-        select = sa.select(*self._columns()).where(*where).order_by(*order).limit(
-            query.limit + 1)
+            kinds = (str, int) if sort == "task" else (int,)
+            if len(after) != len(kinds) or not all(
+                    isinstance(v, k) for v, k in zip(after, kinds, strict=True)):
+                raise ValueError(f"not a cursor of this page: {query.cursor[:40]!r}")
         with self.engine.connect() as db:
-            found = list(db.execute(select))
-            counts = self._counts(db, query)
+            by_id = self._is_id(db, query.search)
+            where = self._filters(query, True, by_id)
+            if sort == "task" and len(where) == 1:  # no filter: every task name has rows
+                found = self._by_task(db, where, after, query.limit + 1)
+            else:
+                if sort == "task":  # one task: the order is the newest first
+                    order = [t.c.task_name.asc(), t.c.seq.desc()]
+                    if after:
+                        where.append(sa.or_(t.c.task_name > after[0], sa.and_(
+                            t.c.task_name == after[0], t.c.seq < after[1])))
+                elif sort == "submitted":
+                    order = [t.c.seq.asc()]
+                    if after:
+                        where.append(t.c.seq > after[0])
+                else:
+                    order = [t.c.seq.desc()]
+                    if after:
+                        where.append(t.c.seq < after[0])
+                select = sa.select(*self._columns()).where(*where).order_by(*order).limit(
+                    query.limit + 1)
+                found = list(db.execute(select))
+            counts, full = self._counts(db, query, by_id)
         more = len(found) > query.limit
         found = found[:query.limit]
         cursor = None
         if more and found:
             last = found[-1]
             cursor = encode_cursor([last.task_name, last.seq] if sort == "task" else [last.seq])
-        return Page([self._row(r) for r in found], cursor, counts, SERVICE_SORTS)
+        notes = [f"You have more than {COUNT_CAP:,} executions that match: the counts are of "
+                 f"the newest {COUNT_CAP:,}."] if full else []
+        if query.search and not by_id:
+            notes.append(f"Cache keys are searched in your newest {SEARCH_WINDOW:,} executions "
+                         "(of the key's task, when the key starts with it); an execution id "
+                         "is found whatever its age.")
+        return Page([self._row(r) for r in found], cursor, counts, SERVICE_SORTS, notes)
 
-    def _counts(self, db: Any, query: Query) -> list[StateCount]:
+    def _counts(self, db: Any, query: Query, by_id: bool) -> tuple[list[StateCount], bool]:
+        """Counts per state of the newest :data:`COUNT_CAP` matching executions (the
+        filters but the state's), and whether there are more (then the counts are of those
+        newest only). One query that reads at most COUNT_CAP + 1 rows."""
         t = self.t
-        where = self._filters(query, False)
-        counts = []
-        for state in STATES:
-            if state == ExecutionState.CREATED.value:
-                counts.append(StateCount(state, 0))
-                continue
-            inner = sa.select(sa.literal(1)).where(*where, t.c.state == state).limit(
-                COUNT_CAP + 1).subquery()
-            n = db.execute(sa.select(sa.func.count()).select_from(inner)).scalar() or 0
-            counts.append(StateCount(state, min(n, COUNT_CAP), n > COUNT_CAP))
-        return counts
+        newest = (sa.select(t.c.state).where(*self._filters(query, False, by_id))
+                  .order_by(t.c.seq.desc()).limit(COUNT_CAP + 1).subquery())
+        found = {state: n for state, n in db.execute(
+            sa.select(newest.c.state, sa.func.count()).group_by(newest.c.state))}
+        full = sum(found.values()) > COUNT_CAP
+        return [StateCount(state, found.get(state, 0), full) for state in STATES], full
 
     def rows(self, ids: Sequence[str]) -> list[Row]:
         if not ids:

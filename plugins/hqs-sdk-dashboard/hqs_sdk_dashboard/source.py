@@ -6,8 +6,9 @@ it returned. Two sources implement it: the client-side caches of this machine
 (:mod:`hqs_sdk_dashboard.local_source`) and the task service's database
 (:mod:`hqs_sdk_dashboard.service_source`). The web layer knows only this module.
 
-Counts are *bounded*: a source counts at most :data:`COUNT_CAP` executions per state and
-reports ``capped`` beyond that, so no request counts a whole table.
+Counts are *bounded*: a source counts the states of at most the newest :data:`COUNT_CAP`
+executions that match the filters, and marks the counts ``capped`` when there are more, so no
+request counts a whole table.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ __all__ = [
     "encode_cursor",
 ]
 
-#: The most executions counted per state on one request; more show as "10000+".
+#: The most executions whose states one request counts; more show as "10,000+".
 COUNT_CAP = 10_000
 
 #: Sort orders by name: the label shown and whether the newest/largest come first.
@@ -120,7 +121,8 @@ class Row:
 
 @attrs.frozen
 class StateCount:
-    """How many executions (matching the filters other than state) are in ``state``."""
+    """How many executions (matching the filters other than state) are in ``state``;
+    ``capped``: of the newest :data:`COUNT_CAP` only, there being more."""
 
     state: str
     count: int
