@@ -170,12 +170,22 @@ class Client:
     def _once(self, method: str, target: str, data: Any, params: dict[str, Any] | None,
               doing: str, content_type: str) -> Any:
         try:
+            # Never redirected: a redirect would send the token (same host) and the body
+            # (always) to wherever the answer points.
             reply = self.session.request(
                 method, target, data=data, params=params, timeout=self.config.timeout_s,
-                verify=self.config.verify,
+                verify=self.config.verify, allow_redirects=False,
                 headers={"Content-Type": content_type} if data is not None else None)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
+        if 300 <= reply.status_code < 400:
+            location = reply.headers.get("Location", "")
+            reply.close()
+            raise ConfigurationError(
+                f"{self.url} answered {doing} with a redirect (HTTP {reply.status_code}) to "
+                f"{location[:200]!r}; the client follows none, so that the token and the "
+                "request go nowhere else. Set the service's URL to the address it really "
+                "answers at (BackendConfigurationREST(url=...) or HQS_SDK_URL)")
         if reply.status_code in _RETRY_STATUS:
             raise _Transient(f"HTTP {reply.status_code}", _retry_after(reply))
         if reply.status_code >= 400:
