@@ -108,6 +108,14 @@ class RemoteResult:
         self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
 
 
+def _temporary_name(path: str) -> str:
+    """A name beside ``path`` that no other client, process or thread uses."""
+    import uuid
+
+    return posixpath.join(posixpath.dirname(path),
+                          f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+
+
 def fingerprint(key: Any) -> str:
     """A host key's fingerprint as OpenSSH shows it (``SHA256:...``)."""
     digest = hashlib.sha256(key.asbytes()).digest()
@@ -398,13 +406,15 @@ class SSHSession:
             return self._sftp
 
     def write_files(self, files: dict[str, bytes], doing: str) -> None:
-        """Write several remote files (each through a temporary name, then renamed)."""
+        """Write several remote files, each private (mode 600) and through a temporary name
+        of its own (``slurm_tmp_io`` is shared: ``<path>.tmp`` could be another client's)."""
         try:
             with self._sftp_lock:
                 sftp = self._sftp_client()
                 for path, data in files.items():
-                    tmp = f"{path}.tmp"
+                    tmp = _temporary_name(path)
                     with sftp.open(tmp, "wb") as f:
+                        f.chmod(0o600)
                         f.write(data)
                     sftp.posix_rename(tmp, path)
         except (OSError, EOFError) as exc:
@@ -412,12 +422,12 @@ class SSHSession:
 
     def upload_file(self, local: str, path: str, doing: str) -> None:
         """Stream a local file to a remote path (through a temporary name of its own)."""
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = _temporary_name(path)
         try:
             with self._sftp_lock:
                 sftp = self._sftp_client()
                 directory = posixpath.dirname(path)
-                self.run(f"mkdir -p {shlex.quote(directory)}", doing)
+                self.run(f"umask 077; mkdir -p {shlex.quote(directory)}", doing)
                 sftp.put(local, tmp)
                 sftp.posix_rename(tmp, path)
         except (OSError, EOFError) as exc:

@@ -174,3 +174,26 @@ def test_strict_checking_from_the_ssh_config_file_is_honoured(
         login_host="cluster-accept-new", slurm_tmp_io="/tmp", ssh_extra=["-F", str(ssh_config)]))
     assert _echo(session, sessions) == "connected"
     assert record.read_text().startswith(f"[127.0.0.1]:{cluster['HQS_TEST_SSH_PORT']} ")
+
+
+def test_files_written_over_sftp_are_private_and_never_use_a_shared_temporary_name(
+        cluster: dict[str, str], global_known_hosts: Path, tmp_path: Path,
+        sessions: list[SSHSession]) -> None:
+    session = _session(cluster, f"UserKnownHostsFile={cluster['HQS_TEST_SSH_KNOWN_HOSTS']}")
+    sessions.append(session)
+    target = tmp_path / "shared" / "request.json"
+    target.parent.mkdir()
+    another_clients = target.parent / "request.json.tmp"
+    another_clients.write_text("another client's file")
+    session.write_files({str(target): b"{}"}, "testing")
+    assert target.read_bytes() == b"{}"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o600)
+    assert another_clients.read_text() == "another client's file"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["request.json",
+                                                               "request.json.tmp"]
+    uploaded = tmp_path / "new" / "wheel.whl"
+    source = tmp_path / "source.whl"
+    source.write_bytes(b"wheel")
+    session.upload_file(str(source), str(uploaded), "testing")
+    assert uploaded.read_bytes() == b"wheel"
+    assert oct(uploaded.parent.stat().st_mode & 0o777) == oct(0o700)
