@@ -90,7 +90,8 @@ class BackendConfigurationLocal(BackendConfiguration):
 
     Attributes:
         work_dir: where execution folders and CPU slots live; clients that share it share the
-            CPU slots. Default ``$XDG_CACHE_HOME/hqs-sdk/local`` (``~/.cache/hqs-sdk/local``).
+            CPU slots. Default ``$XDG_CACHE_HOME/hqs-sdk/local`` (``~/.cache/hqs-sdk/local``),
+            kept private to its user (mode 700).
         vcpu_slots: how many CPUs tasks may use at once in total; default: the CPUs this
             process may run on. A task takes ``ceil(vcpu)`` slots (1 by default) and waits in
             state ``queued`` until they are free.
@@ -171,6 +172,11 @@ class LocalBackend(Backend):
         self._children: dict[str, int] = {}
         self._pidfds: dict[str, int] = {}
         try:
+            if config.work_dir is None:
+                # The per-user default: tasks' inputs and outputs are this user's alone. (A
+                # work_dir given in the configuration may be shared on purpose: left as made.)
+                os.makedirs(self.work_dir, mode=0o700, exist_ok=True)
+                os.chmod(self.work_dir, 0o700)
             os.makedirs(self.executions_dir, exist_ok=True)
         except OSError as exc:
             raise ConfigurationError(

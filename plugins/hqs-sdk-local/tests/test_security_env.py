@@ -236,3 +236,14 @@ def test_the_shell_task_refuses_to_run_in_a_service_environment() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "never runs under the service" in done.stderr
+
+
+def test_the_default_work_folder_is_private_to_its_user(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hqs_sdk_local import LocalBackend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "hqs-sdk" / "local").mkdir(parents=True, mode=0o755)
+    LocalBackend(BackendConfigurationLocal(fork_server=False)).close()
+    work = tmp_path / "cache" / "hqs-sdk" / "local"
+    assert oct(work.stat().st_mode & 0o777) == oct(0o700)
