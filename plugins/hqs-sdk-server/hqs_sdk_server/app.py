@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import re
+import shlex
 import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -373,10 +374,15 @@ def create_app(settings: Settings) -> Starlette:
     catalog = Catalog(settings.tasks_from)
     backend_config = settings.backend_config()
     fetch_policy = settings.fetch_policy(backend_config)
-    if "env" in attrs.fields_dict(type(backend_config)):
-        # The workers check every URL they open against the same rule (and pin its address).
+    # The workers check every URL they open against the same rule (and pin its address).
+    fields = attrs.fields_dict(type(backend_config))
+    if "env" in fields:  # the local backend
         env = {**cast(Any, backend_config).env, POLICY_ENV: fetch_policy.to_env()}
         backend_config = attrs.evolve(backend_config, **{"env": env})
+    elif "preparation_script_before" in fields:  # the Slurm backend: its job script
+        export = f"export {POLICY_ENV}={shlex.quote(fetch_policy.to_env())}"
+        before = [export, *cast(Any, backend_config).preparation_script_before]
+        backend_config = attrs.evolve(backend_config, **{"preparation_script_before": before})
     scheduler = Scheduler(engine, backend_config, settings.max_running, files,
                           lambda run_id: settings.execution_folders(backend_config, run_id),
                           Leadership(engine, settings.data_dir))

@@ -89,3 +89,59 @@ def test_the_client_writes_through_unique_temporary_names(slurm_config: Any,
             [other.name]
     finally:
         backend.close()
+
+
+def test_a_worker_on_the_cluster_applies_the_services_fetch_rule(
+        hqs_config: Any, slurm_config: Any, tmp_path: Path) -> None:
+    """The service passes its fetch rule to the Slurm jobs too: an allowed URL that redirects
+    to a server the operator did not allow is refused by the worker on the compute node."""
+    pytest.importorskip("hqs_sdk_server", reason="needs hqs-sdk-server (the slurm tox env has it)")
+    import http.server
+    import threading
+
+    from hqs_sdk_rest import BackendConfigurationREST
+    from hqs_sdk_server.testing import running_service
+
+    from hqs_sdk.errors import TaskFailedError
+
+    def serve(pages: dict[str, tuple[int, dict[str, str], bytes]]) -> Any:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, headers, body = pages.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    secret = serve({"/secret": (200, {}, b"secret of another server")})
+    secret_url = f"http://127.0.0.1:{secret.server_address[1]}/secret"
+    allowed = serve({"/data/ok": (200, {}, b"allowed data"),
+                     "/data/jump": (302, {"Location": secret_url}, b"")})
+    base = f"http://127.0.0.1:{allowed.server_address[1]}"
+    backend_file = tmp_path / "backend.json"
+    backend_file.write_text(json.dumps({"backend": "slurm", **attrs.asdict(slurm_config)}))
+    try:
+        with running_service(tmp_path / "service", extra=(
+                "--backend-file", str(backend_file), f"--allow-fetch={base}/data/",
+                "--allow-fetch-address=127.0.0.1")) as service:
+            hqs_config.backend = BackendConfigurationREST(url=service.url,
+                                                          token=service.token("sam"))
+            from hqs_sdk import FileRef
+
+            assert tasks.read_text(FileRef(f"{base}/data/ok")) == "allowed data"
+            with pytest.raises(TaskFailedError) as failed:
+                tasks.read_text(FileRef(f"{base}/data/jump"))
+            assert "secret of another server" not in str(failed.value)
+            assert "private_address" in str(failed.value) or "allow-fetch" in str(failed.value)
+    finally:
+        for server in (secret, allowed):
+            server.shutdown()
+            server.server_close()
