@@ -6,7 +6,8 @@ They are not registered through ``hqs_sdk_tasks`` (workers import them through t
 The one that runs commands, :func:`run_command`, is a shell for whoever may submit it, so it is
 *test-only*: it is not in this module's namespace (``tasks.run_command`` resolves it lazily),
 so a service told ``--tasks-from hqs_sdk.testing.tasks`` never offers it, and it refuses to
-run in any task environment the service made (:data:`hqs_sdk.worker.SERVICE_ENV`). Outside the
+run in any task environment the service made (:data:`hqs_sdk.worker.SERVICE_ENV`, or the
+service's fetch policy in ``HQS_SDK_FETCH_POLICY``, which its Slurm jobs get too). Outside the
 service it gives a user nothing the user lacks: a local or Slurm worker runs as that user.
 The other tasks here touch only their own working folder or a path the test gives them.
 """
@@ -103,9 +104,12 @@ class _TestOnly:
         Refuses to run under the service: it would give every user of it a shell."""
         import subprocess
 
+        from hqs_sdk._remote_files import POLICY_ENV
         from hqs_sdk.worker import SERVICE_ENV
 
-        if os.environ.get(SERVICE_ENV):
+        # The service marks the tasks it runs locally, and gives every task it runs (on Slurm
+        # too) its fetch policy: either means "a user of the service asked for this".
+        if os.environ.get(SERVICE_ENV) or os.environ.get(POLICY_ENV):
             raise PermissionError(
                 "run_command is a test-only task and never runs under the service (it would "
                 "give every user a shell); run it with the local or Slurm backend in tests")

@@ -247,3 +247,15 @@ def test_the_default_work_folder_is_private_to_its_user(tmp_path: Path,
     LocalBackend(BackendConfigurationLocal(fork_server=False)).close()
     work = tmp_path / "cache" / "hqs-sdk" / "local"
     assert oct(work.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_the_shell_task_refuses_to_run_with_the_services_fetch_policy() -> None:
+    """A Slurm job of the service has the service's fetch policy, not the local marker."""
+    code = ("from hqs_sdk.testing import tasks; "
+            "tasks.run_command.execute({'argv': ['true']})")
+    env = {k: v for k, v in os.environ.items() if k != SERVICE_ENV}
+    done = subprocess.run([sys.executable, "-c", code],
+                          env={**env, "HQS_SDK_FETCH_POLICY": "{}"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "never runs under the service" in done.stderr
