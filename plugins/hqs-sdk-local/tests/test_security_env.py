@@ -228,16 +228,6 @@ def test_the_shell_task_is_not_offered_by_the_service(service: Any, tmp_path: Pa
     assert "no task 'run_command'" in error
 
 
-def test_the_shell_task_refuses_to_run_in_a_service_environment() -> None:
-    """Even when reached some other way, it refuses where the service's marker is set."""
-    code = ("from hqs_sdk.testing import tasks; "
-            "tasks.run_command.execute({'argv': ['true']})")
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, SERVICE_ENV: "1"},
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    assert "never runs under the service" in done.stderr
-
-
 def test_the_default_work_folder_is_private_to_its_user(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from hqs_sdk_local import LocalBackend
@@ -249,13 +239,14 @@ def test_the_default_work_folder_is_private_to_its_user(tmp_path: Path,
     assert oct(work.stat().st_mode & 0o777) == oct(0o700)
 
 
-def test_the_shell_task_refuses_to_run_with_the_services_fetch_policy() -> None:
-    """A Slurm job of the service has the service's fetch policy, not the local marker."""
+@pytest.mark.parametrize("marker", [SERVICE_ENV, "HQS_SDK_FETCH_POLICY"])
+def test_the_shell_task_refuses_to_run_in_a_service_environment(marker: str) -> None:
+    """Even when reached some other way, it refuses where the service's marker (local
+    backend) or its fetch policy (every task of the service, Slurm jobs too) is set."""
     code = ("from hqs_sdk.testing import tasks; "
             "tasks.run_command.execute({'argv': ['true']})")
-    env = {k: v for k, v in os.environ.items() if k != SERVICE_ENV}
-    done = subprocess.run([sys.executable, "-c", code],
-                          env={**env, "HQS_SDK_FETCH_POLICY": "{}"},
+    env = {k: v for k, v in os.environ.items() if k not in (SERVICE_ENV, "HQS_SDK_FETCH_POLICY")}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, marker: "1"},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "never runs under the service" in done.stderr
