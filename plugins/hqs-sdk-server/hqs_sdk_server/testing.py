@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["Service", "running_service"]
+__all__ = ["Pages", "Service", "readable_by_another_user", "running_service", "serving_pages"]
 
 
 def _free_port() -> int:
@@ -154,3 +154,65 @@ def new_database(url: str) -> str:
     finally:
         engine.dispose()
     return url.rsplit("/", 1)[0] + "/" + name
+
+
+#: Fixed pages by path: (status, headers, body).
+Pages = dict[str, tuple[int, dict[str, str], bytes]]
+
+
+@contextmanager
+def serving_pages(pages: Pages) -> Iterator[str]:
+    """A small web server on 127.0.0.1 serving ``pages`` (anything else is a 404), for tests
+    of what the service and its workers fetch; yields its base URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, headers, body = pages.get(self.path, (404, {}, b"no such page"))
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_PEEK = """
+import json, os, sys
+os.setgid(65534); os.setuid(65534)
+readable = []
+for path in json.load(sys.stdin):
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+        readable.append(path)
+    except OSError:
+        pass
+print(json.dumps(readable))
+"""
+
+
+def readable_by_another_user(paths: list[Path]) -> list[str]:
+    """Which of ``paths`` (folders: listed; files: read) the user ``nobody`` (uid 65534) can
+    open, tried in a child process that drops to that uid. Needs root."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", _PEEK], input=json.dumps([str(p) for p in paths]),
+                          capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the check as uid 65534 failed:\n{done.stderr}")
+    return list(json.loads(done.stdout))

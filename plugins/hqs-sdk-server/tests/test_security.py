@@ -7,15 +7,14 @@ Every server here is started by the test on 127.0.0.1; no test reaches another a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,13 @@ from typing import Any
 
 import pytest
 import requests
-from hqs_sdk_server.testing import Service, running_service
+from hqs_sdk_server.testing import (
+    Pages,
+    Service,
+    readable_by_another_user,
+    running_service,
+    serving_pages,
+)
 
 from hqs_sdk.fileref import FileRef
 from hqs_sdk.serialization import converter
@@ -36,37 +41,11 @@ SECRET = b"the secret page of a private server"
 # -- small loopback web servers ------------------------------------------------------------------
 
 
-class _Pages(http.server.BaseHTTPRequestHandler):
-    pages: dict[str, tuple[int, dict[str, str], bytes]] = {}
-
-    def do_GET(self) -> None:
-        status, headers, body = self.pages.get(self.path, (404, {}, b"no such page"))
-        self.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(body))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def web() -> Iterator[Callable[[dict[str, tuple[int, dict[str, str], bytes]]], str]]:
-    """Starts a web server on 127.0.0.1 serving the given pages; returns its base URL."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(pages: dict[str, tuple[int, dict[str, str], bytes]]) -> str:
-        handler = type("Pages", (_Pages,), {"pages": pages})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def web() -> Iterator[Callable[[Pages], str]]:
+    """Starts web servers on 127.0.0.1 serving the given pages; returns the base URL."""
+    with contextlib.ExitStack() as stack:
+        yield lambda pages: stack.enter_context(serving_pages(pages))
 
 
 @pytest.fixture(scope="module")
@@ -247,24 +226,6 @@ def test_a_json_body_sent_as_another_type_is_a_415(service: Service, alice: str,
 
 # -- 5. other local users ------------------------------------------------------------------------
 
-_PEEK = """
-import json, os, sys
-os.setgid(65534); os.setuid(65534)
-readable = []
-for path in json.load(sys.stdin):
-    try:
-        if os.path.isdir(path):
-            os.listdir(path)
-        else:
-            with open(path, "rb") as f:
-                f.read(1)
-        readable.append(path)
-    except OSError:
-        pass
-print("\\n".join(readable))
-"""
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
 def test_another_local_user_can_read_nothing_of_the_data_folder() -> None:
     shared = Path(tempfile.mkdtemp(prefix="hqs-sdk-security-", dir="/tmp"))
@@ -278,12 +239,9 @@ def test_another_local_user_can_read_nothing_of_the_data_folder() -> None:
             assert _finished(service, token, request.execution_id)["state"] == "succeeded"
             assert requests.get(info["url"], timeout=30).content == b"private content"
             # Everything in it, as root sees it; then what uid 65534 can open of that.
-            paths = [str(p) for p in (shared / "data").rglob("*")] + [str(shared / "data")]
-            assert any(p.endswith("signing.key") for p in paths) and len(paths) > 10, paths
-            peek = subprocess.run([sys.executable, "-c", _PEEK], input=json.dumps(paths),
-                                  capture_output=True, text=True, timeout=60)
-            assert peek.returncode == 0, peek.stderr
-            assert peek.stdout.strip() == "", f"readable by uid 65534:\n{peek.stdout}"
+            paths = [*(shared / "data").rglob("*"), shared / "data"]
+            assert any(p.name == "signing.key" for p in paths) and len(paths) > 10, paths
+            assert readable_by_another_user(paths) == []
             assert (shared / "data" / "signing.key").stat().st_mode & 0o777 == 0o600
     finally:
         subprocess.run(["rm", "-rf", str(shared)], timeout=60, check=False)
