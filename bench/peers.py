@@ -9,7 +9,9 @@
   on two workers;
 - a cache hit at 100,000 entries: bench_cache_hit's re-run script (10,000 hits, SQLite cache
   of 100,000 entries) against the same script shape over joblib's `Memory(location).cache(f)`
-  holding 100,000 results, each a fresh process.
+  holding 100,000 results, each a fresh process;
+- the floor of bench_hello and bench_run_many (a fresh Python reading and writing JSON; 100 of
+  them two at a time) in the same rotation: what a process per task costs on this machine.
 
 Each side runs in a process of its own (peers_driver.py). hqs-sdk runs under the interpreter
 that runs this file, which should hold a non-editable install (docs/performance.md); the peers
