@@ -17,6 +17,7 @@ import secrets
 import socket
 import sys
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -75,8 +76,8 @@ class LocalGate:
                 return _refusal(403, "the secret in this URL is not this dashboard's; open "
                                      "the URL that `hqs-sdk ui` printed")
             # Swap the secret for a cookie, and drop it from the address bar and history.
-            rest = request.query_params.multi_items()
-            query = "&".join(f"{k}={v}" for k, v in rest if k != "secret")
+            query = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                               if k != "secret"])
             response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), 303)
             set_cookie(response, request, SESSION_COOKIE, self._session, "/")
             return response

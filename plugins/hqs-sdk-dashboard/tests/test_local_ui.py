@@ -281,6 +281,8 @@ def test_refuses_requests_without_the_secret_or_from_another_host(
     session = requests.Session()
     first = session.get(ui.url, timeout=30, allow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/"
+    kept = requests.get(ui.url + "&task=a%26b&state=failed", timeout=30, allow_redirects=False)
+    assert kept.headers["location"] == "/?task=a%26b&state=failed"  # filters survive, encoded
     cookie = first.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     page = session.get(ui.base, timeout=30)
