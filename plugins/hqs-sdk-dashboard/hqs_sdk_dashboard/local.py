@@ -117,12 +117,22 @@ def local_app(source: ExecutionSource, port: int, secret: str | None = None
 
 
 def _open_browser(url: str) -> bool:
+    """Open ``url`` in a graphical browser if this session has one; never a text browser,
+    which would take over the terminal that shows the URL."""
+    import os
     import webbrowser
 
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        return False
     try:
-        return webbrowser.get().open(url)
+        browser = webbrowser.get()
     except webbrowser.Error:
         return False
+    if isinstance(browser, webbrowser.GenericBrowser) and browser.name in {
+            "www-browser", "links", "elinks", "lynx", "w3m"}:
+        return False
+    return browser.open_new_tab(url)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -149,8 +159,9 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"hqs-sdk ui: open {gate.url}", flush=True)
     print("hqs-sdk ui: the link holds this run's secret: do not share it. Ctrl+C stops.",
           file=sys.stderr, flush=True)
-    if not args.no_browser:
-        _open_browser(gate.url)
+    if not args.no_browser and not _open_browser(gate.url):
+        print("hqs-sdk ui: no graphical browser here; open the URL above in one",
+              file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     try:
