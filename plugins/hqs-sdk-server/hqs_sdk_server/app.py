@@ -363,17 +363,18 @@ def create_app(settings: Settings) -> Starlette:
     from hqs_sdk_server.db import make_engine, migrate
     from hqs_sdk_server.scheduler import Scheduler
 
+    # Settings first: a wrong one stops the start before anything is changed.
+    backend_config = settings.backend_config()
+    fetch_policy = settings.fetch_policy(backend_config)
     # Other local users read nothing of the service's data (an existing folder too).
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
+    key = load_key(settings.data_dir / "signing.key")
     engine = make_engine(settings.database_url)
     migrate(engine)
     store = Store(engine)
-    files = FileStore(engine, settings.data_dir / "files",
-                      load_key(settings.data_dir / "signing.key"), settings.url_lifetime_s)
+    files = FileStore(engine, settings.data_dir / "files", key, settings.url_lifetime_s)
     catalog = Catalog(settings.tasks_from)
-    backend_config = settings.backend_config()
-    fetch_policy = settings.fetch_policy(backend_config)
     # The workers check every URL they open against the same rule (and pin its address).
     fields = attrs.fields_dict(type(backend_config))
     if "env" in fields:  # the local backend
