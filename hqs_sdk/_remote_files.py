@@ -3,8 +3,9 @@
 Two ways to read, one rule against request forgery each:
 
 - **A client** (no fetch policy): the user fetches what the user may read, so any URL goes,
-  but a redirect is followed only within the URL's own origin (scheme, host and port). A file
-  URL that sends the client to another host is refused rather than followed.
+  but a redirect is followed only within the URL's own origin (scheme, host and port), or from
+  http to https on the same host. A file URL that sends the client to another host is refused
+  rather than followed.
 - **A worker of the service** (a :class:`FetchPolicy` in ``$HQS_SDK_FETCH_POLICY``, set by
   ``hqs-sdk-server``): a URL is read only when the operator allowed its scheme and host
   (``serve --allow-fetch``), every address the host resolves to is public or allowed by
@@ -200,6 +201,13 @@ def _check_status(url: str, status: int, close: Any) -> None:
                    "later.")
 
 
+def _same_place(start: tuple[str, str, int | None], target: tuple[str, str, int | None]
+                ) -> bool:
+    """A client follows a redirect within the origin, or from http to https on the same host
+    (what a TLS proxy in front of the service answers)."""
+    return target == start or (target == ("https", start[1], 443) and start[0] == "http")
+
+
 def _open_client(url: str, timeout: float) -> IO[bytes]:
     import requests  # imported here: most scripts never read a remote file
 
@@ -216,7 +224,7 @@ def _open_client(url: str, timeout: float) -> IO[bytes]:
             response.raw.decode_content = True
             return cast(IO[bytes], response.raw)
         response.close()
-        if _origin(target) != start:
+        if not _same_place(start, _origin(target)):
             raise HqsSdkError(
                 f"cannot download file reference {url[:200]}: the server redirects to another "
                 f"host ({target[:200]}), which a file reference is never allowed to do; ask "

@@ -147,3 +147,14 @@ def test_a_client_download_is_not_redirected_to_another_host(
     assert FileRef(f"{base}/same").read_bytes() == b"data"  # the same origin: followed
     with pytest.raises(HqsSdkError, match="redirects to another host"):
         FileRef(f"{base}/jump").read_bytes()
+
+
+def test_a_client_follows_an_upgrade_to_https_on_the_same_host_only() -> None:
+    from hqs_sdk._remote_files import _same_place
+
+    start = ("http", "tasks.example.org", 80)
+    assert _same_place(start, ("https", "tasks.example.org", 443))
+    assert _same_place(start, start)
+    assert not _same_place(start, ("https", "other.example.org", 443))
+    assert not _same_place(("https", "tasks.example.org", 443), ("http", "tasks.example.org", 80))
+    assert not _same_place(start, ("http", "tasks.example.org", 8080))
