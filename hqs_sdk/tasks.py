@@ -54,6 +54,40 @@ def _checked_plain(value: Any, annotation: Any, where: str) -> Any:
     )
 
 
+#: Item types of ``list[...]`` and ``dict[str, ...]`` parameters checked without cattrs.
+_ITEMS: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (float, int),
+                                       bool: (bool,)}
+
+
+def _plain_item(annotation: Any) -> Any:
+    """``P`` for ``list[P]`` or ``dict[str, P]`` with ``P`` a str, int, float or bool; else
+    None (those go through the converter)."""
+    from typing import get_args, get_origin
+
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is list and len(args) == 1 and args[0] in _ITEMS:
+        return args[0]
+    if origin is dict and len(args) == 2 and args[0] is str and args[1] in _ITEMS:
+        return args[1]
+    return None
+
+
+def _checked_items(value: Any, annotation: Any, item: Any, where: str) -> Any:
+    """``value`` if it is the list or dict of ``item`` that ``annotation`` asks for; else a
+    :class:`~hqs_sdk.errors.SerializationError` naming the position (a long list of numbers is
+    checked in one pass, without the converter)."""
+    from typing import get_origin
+
+    container = list if get_origin(annotation) is list else dict
+    _checked_plain(value, container, where)
+    exact = _ITEMS[item]
+    if not all(type(v) in exact for v in (value.values() if container is dict else value)):
+        positions = value.items() if container is dict else enumerate(value)
+        for position, v in positions:  # subclasses (a str enum) pass; the first wrong one raises
+            _checked_plain(v, item, f"{where}[{position!r}]")
+    return value
+
+
 def _article(name: str) -> str:
     return name if name == "None" else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
@@ -179,8 +213,11 @@ class Task(Generic[R]):
         for arg_name, value in self._bind_arguments(args, kwargs).items():
             where = f"argument {arg_name!r} of task {self.name!r}"
             annotation = hints.get(arg_name, Any)
-            if annotation is Any or annotation in _PLAIN:
-                value = _checked_plain(value, annotation, where)
+            plain = annotation is Any or annotation in _PLAIN
+            item = None if plain else _plain_item(annotation)
+            if plain or item is not None:
+                value = (_checked_plain(value, annotation, where) if plain
+                         else _checked_items(value, annotation, item, where))
                 problem = find_json_problem(value, where)
                 if problem is not None:
                     from hqs_sdk.errors import SerializationError

@@ -272,6 +272,37 @@ def test_a_value_of_the_wrong_type_is_refused_at_the_call(name: str, value: Any,
         configure.bind(**{**GOOD, name: value})
 
 
+class Name(enum.StrEnum):
+    ADA = "ada"
+
+
+@task(version="1")
+def summarise(values: list[float], counts: dict[str, int], names: list[str]) -> float:
+    """Takes lists and dicts of plain types (checked in one pass, without the converter)."""
+    return sum(values) + sum(counts.values()) + len(names)
+
+
+@pytest.mark.parametrize(("arguments", "words"), [
+    ({"values": [1.0, "2"]}, r"argument 'values' of task 'summarise'\[1\] must be a float, "
+                             r"got str '2'"),
+    ({"values": (1, 2.0, True)}, r"'values' of task 'summarise'\[2\] must be a float, got bool"),
+    ({"counts": {"a": 1, "b": False}}, r"'counts' of task 'summarise'\['b'\] must be an int"),
+    ({"counts": {1: 2}}, "has the key 1 of type int"),
+    ({"names": "abc"}, "argument 'names' of task 'summarise' must be a list, got str 'abc'"),
+    ({"values": [float("nan")]}, r"'values' of task 'summarise'\[0\] is nan"),
+])
+def test_lists_and_dicts_of_plain_types_are_checked_item_by_item(arguments: dict[str, Any],
+                                                                 words: str) -> None:
+    with pytest.raises(SerializationError, match=words):
+        summarise.bind(**{"values": [], "counts": {}, "names": [], **arguments})
+
+
+def test_lists_and_dicts_of_plain_types_keep_their_keys() -> None:
+    call = summarise.bind((1, 2.5), {"a": 3}, ["x", Name.ADA])
+    assert call.input == {"values": [1, 2.5], "counts": {"a": 3}, "names": ["x", "ada"]}
+    assert summarise.execute(call.input) == 8.5
+
+
 def test_values_of_the_declared_types_pass_and_an_int_is_fine_for_a_float() -> None:
     call = configure.bind(True, 3, 2, "x", Options(False, 1, 2))
     assert call.input == {"flag": True, "count": 3, "ratio": 2, "label": "x",
