@@ -22,6 +22,7 @@ import io
 import ipaddress
 import json
 import os
+import posixpath
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -78,12 +79,14 @@ class FetchPolicy:
     a URL is allowed when its scheme, host and port are those of one, and its path starts
     with that one's path. ``addresses`` holds networks (``10.1.0.0/16``) whose addresses are
     allowed although they are not public; a prefix whose host is an address literal allows
-    that address too. ``sftp_hosts`` are the hosts ``sftp://`` URLs may name.
+    that address too. ``sftp_hosts`` are the hosts ``sftp://`` URLs may name, and
+    ``sftp_paths`` the folders their paths must be in (any, when empty).
     """
 
     allow: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
     sftp_hosts: tuple[str, ...] = ()
+    sftp_paths: tuple[str, ...] = ()
     _networks: tuple[_Network, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,7 +112,8 @@ class FetchPolicy:
     def to_env(self) -> str:
         """The JSON a worker reads back with :meth:`from_env`."""
         return json.dumps({"allow": list(self.allow), "addresses": list(self.addresses),
-                           "sftp_hosts": list(self.sftp_hosts)})
+                           "sftp_hosts": list(self.sftp_hosts),
+                           "sftp_paths": list(self.sftp_paths)})
 
     @classmethod
     def from_env(cls, environ: Any = None) -> FetchPolicy | None:
@@ -121,7 +125,7 @@ class FetchPolicy:
         try:
             data = json.loads(text)
             return cls(tuple(data.get("allow", ())), tuple(data.get("addresses", ())),
-                       tuple(data.get("sftp_hosts", ())))
+                       tuple(data.get("sftp_hosts", ())), tuple(data.get("sftp_paths", ())))
         except (ValueError, TypeError, AttributeError):
             return cls()
 
@@ -154,6 +158,12 @@ class FetchPolicy:
                 raise FetchRefused(
                     f"sftp:// URLs may name only the hosts of the service's Slurm backend "
                     f"({hosts}), not {host!r}", "sftp_host")
+            path = posixpath.normpath("/" + unquote(urlsplit(url).path).lstrip("/"))
+            roots = [posixpath.normpath(r) for r in self.sftp_paths]
+            if roots and not any(path.startswith(root.rstrip("/") + "/") for root in roots):
+                raise FetchRefused(
+                    f"sftp:// URLs may name only files in the Slurm backend's folder "
+                    f"({', '.join(self.sftp_paths)}), not {path[:200]!r}", "sftp_path")
             return []
         if not self._allowed_prefix(url):
             allowed = ", ".join(self.allow) or "none"

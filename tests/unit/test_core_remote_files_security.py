@@ -96,6 +96,14 @@ def test_sftp_goes_only_to_the_backends_hosts() -> None:
     assert refused.value.rule == "sftp_host"
     with pytest.raises(FetchRefused):
         open_url("sftp://127.0.0.1/etc/passwd", policy=FetchPolicy())
+    inside = FetchPolicy(sftp_hosts=("login.cluster",), sftp_paths=("/scratch/hqs/",))
+    assert inside.check("sftp://login.cluster/scratch/hqs/0a1b/out.txt") == []
+    for outside in ("/etc/passwd", "/scratch/hqs/../../etc/passwd", "/scratch/hqs%2F..%2F..%2Fetc",
+                    "/scratch/hqsx/y"):
+        with pytest.raises(FetchRefused) as refused:
+            inside.check(f"sftp://login.cluster{outside}")
+        assert refused.value.rule == "sftp_path"
+    assert FetchPolicy.from_env({POLICY_ENV: inside.to_env()}) == inside
 
 
 def test_the_connection_goes_to_the_address_that_was_checked(

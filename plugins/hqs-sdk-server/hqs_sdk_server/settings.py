@@ -71,13 +71,16 @@ class Settings:
 
     def fetch_policy(self, config: BackendConfiguration) -> FetchPolicy:
         """What workers may fetch for users: the allowed prefixes and networks, and
-        ``sftp://`` only to the login host of a Slurm backend."""
+        ``sftp://`` only to the login host of a Slurm backend, for files in its
+        ``slurm_tmp_io`` (whose execution folders have unguessable names)."""
         from hqs_sdk._remote_files import FetchPolicy, prefixes
 
         login_host = getattr(config, "login_host", None)
+        io = getattr(config, "slurm_tmp_io", None)
         try:
             return FetchPolicy(prefixes(self.allow_fetch), self.allow_fetch_addresses,
-                               (login_host,) if isinstance(login_host, str) else ())
+                               (login_host,) if isinstance(login_host, str) else (),
+                               (io,) if isinstance(io, str) else ())
         except ValueError as exc:
             raise SettingsError(f"--allow-fetch / --allow-fetch-address: {exc}") from None
 

@@ -100,3 +100,34 @@ def test_a_worker_on_the_cluster_applies_the_services_fetch_rule(
             tasks.read_text(FileRef(f"{base}/data/jump"))
         assert "secret of another server" not in str(failed.value)
         assert "private_address" in str(failed.value) or "allow-fetch" in str(failed.value)
+
+
+def test_the_service_takes_sftp_inputs_only_from_its_own_slurm_folder(
+        slurm_config: Any, tmp_path: Path) -> None:
+    """``sftp://`` inputs go only to the backend's login host, and only into its
+    ``slurm_tmp_io``: ``sftp://<login host>/etc/passwd`` would have the task read a file of the
+    cluster with the service's keys."""
+    pytest.importorskip("hqs_sdk_server", reason="needs hqs-sdk-server (the slurm tox env has it)")
+    import requests
+    from hqs_sdk_server.testing import running_service
+
+    from hqs_sdk import FileRef
+    from hqs_sdk.serialization import converter
+    from hqs_sdk.testing.backend_contract import make_request
+
+    backend_file = tmp_path / "backend.json"
+    backend_file.write_text(json.dumps({"backend": "slurm", **attrs.asdict(slurm_config)}))
+    host, port = slurm_config.login_host, slurm_config.port
+    with running_service(tmp_path / "service",
+                         extra=("--backend-file", str(backend_file))) as service:
+        token = service.token("sam")
+        cases = {f"sftp://{host}:{port}/etc/passwd": "sftp_path",
+                 f"sftp://{host}:{port}{slurm_config.slurm_tmp_io}/../../etc/passwd": "sftp_path",
+                 f"sftp://localhost:{port}{slurm_config.slurm_tmp_io}/x": "sftp_host"}
+        for url, rule in cases.items():
+            request = make_request(tasks.read_text, ref=FileRef(url))
+            reply = requests.post(f"{service.url}/v1/executions", timeout=30, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                data=json.dumps({"requests": [converter.unstructure(request)]}))
+            assert reply.status_code == 422, (url, reply.text)
+            assert f"rule {rule}" in reply.json()["message"], reply.text
