@@ -44,6 +44,7 @@ from hqs_sdk_dashboard.source import (
     Row,
     StateCount,
     decode_cursor,
+    download_name,
     encode_cursor,
 )
 
@@ -478,6 +479,10 @@ def _detail(item: _Item, row: Row, response: TaskExecutionResponse | None,
         where=item.cache.describe(), notes=notes)
 
 
+#: Longest argument list written into a snippet; a larger input is read from its download.
+MAX_SNIPPET_ARGUMENTS = 1000
+
+
 def _snippet(item: _Item) -> str:
     """Python that re-attaches to this execution through the same cache."""
     request = item.entry.request
@@ -487,13 +492,20 @@ def _snippet(item: _Item) -> str:
     file = getattr(config, "file", None)
     if not module or not attribute.isidentifier():
         module, attribute = "your_tasks", "task"
+    arguments = call_arguments(request.input)
+    load = ""
+    if len(arguments) > MAX_SNIPPET_ARGUMENTS:
+        # A large input stays out of the page: the snippet reads the input's download.
+        name = download_name(request.execution_id, "input")
+        load = f"import json\n\ninputs = json.load(open({name!r}))  # 'download JSON' above\n"
+        arguments = "**inputs"
     return (
         f"# Re-attaches through the cache that recorded it (a finished one comes from the cache).\n"
         f"from hqs_sdk import scoped_config\n"
         f"from hqs_sdk.config import {kind}\n"
-        f"from {module} import {attribute}  # the task {request.task_name!r}\n\n"
+        f"from {module} import {attribute}  # the task {request.task_name!r}\n\n{load}"
         f"with scoped_config(cache={kind}(file={file!r})):\n"
-        f"    execution = {attribute}.submit({call_arguments(request.input)})\n"
+        f"    execution = {attribute}.submit({arguments})\n"
         f"    print(execution.status(), execution.result())\n")
 
 

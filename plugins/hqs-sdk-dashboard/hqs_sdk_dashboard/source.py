@@ -37,6 +37,7 @@ __all__ = [
     "Row",
     "StateCount",
     "decode_cursor",
+    "download_name",
     "encode_cursor",
 ]
 
@@ -202,6 +203,12 @@ class ExecutionSource(Protocol):
     def file(self, execution_id: str, index: int) -> tuple[str, str] | None:
         """(local path, file name) of the ``index``-th file of a local output, if it is one
         the dashboard serves itself; None when the file link is a URL."""
+
+
+def download_name(execution_id: str, part: str) -> str:
+    """The file name of the ``input``/``output`` JSON download of an execution."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in execution_id)[:100]
+    return f"{safe or 'execution'}.{part}.json"
 
 
 def encode_cursor(values: Sequence[Any]) -> str:

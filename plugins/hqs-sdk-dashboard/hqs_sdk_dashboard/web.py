@@ -52,6 +52,7 @@ from hqs_sdk_dashboard.source import (
     NotFound,
     Query,
     Row,
+    download_name,
 )
 
 __all__ = ["CSP", "Gate", "create_app"]
@@ -291,7 +292,7 @@ def create_app(gate: Gate, *, debug: bool = False) -> Starlette:
             return error(request, 404, "Not found", f"there is no {part!r} to download")
         found = await run_in_threadpool(source.detail, execution_id)
         value = found.input if part == "input" else found.output
-        name = f"{_safe_name(execution_id)}.{part}.json"
+        name = download_name(execution_id, part)
         return Response(render.pretty(value), media_type="application/json",
                         headers={"content-disposition": f'attachment; filename="{name}"'})
 
@@ -375,10 +376,6 @@ def set_cookie(response: Response, request: Request, name: str, value: str, path
         "x-forwarded-proto", "") == "https"
     response.set_cookie(name, value, max_age=max_age, path=path or "/", httponly=True,
                         samesite="strict", secure=secure)
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100] or "execution"
 
 
 def _asset_version() -> str:

@@ -300,3 +300,24 @@ def test_refuses_requests_without_the_secret_or_from_another_host(
     accepted = requests.get(ui.base, headers={"Host": f"localhost:{ui.port}", "Cookie": cookies},
                             timeout=30)
     assert accepted.status_code == 200
+
+
+def test_large_values_are_cut_with_the_whole_value_a_download_away(scripts: Any,
+                                                                   start_ui: Any) -> None:
+    execution_id = scripts.run("""
+        from hqs_sdk import submit
+        from hqs_sdk.testing.tasks import echo
+        execution = echo.submit({"big": "x" * 5000, "many": list(range(300))})
+        execution.result(60)
+        print(execution.request.execution_id)
+    """).strip()
+    ui = start_ui()
+    session = requests.Session()
+    assert session.get(ui.url, timeout=30).ok
+    page = session.get(ui.base + f"executions/{execution_id}", timeout=30).text
+    assert "x" * 5000 not in page and "more characters)" in page
+    assert "200 more (in the download)" in page
+    assert len(page) < 60_000
+    whole = session.get(ui.base + f"executions/{execution_id}/output.json", timeout=30)
+    assert whole.headers["content-disposition"].startswith("attachment")
+    assert whole.json() == {"big": "x" * 5000, "many": list(range(300))}

@@ -220,6 +220,15 @@ def test_forms_refuse_requests_without_csrf(users: Any, service: Any) -> None:
     done = session.post(service.url + "/ui/signin", timeout=30, allow_redirects=False,
                         data={"token": users.token("alice"), "csrf": csrf})
     assert done.status_code == 303
+    cookie = done.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+    policy = signin.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    # Behind a proxy that speaks HTTPS to the browser, the session cookie is Secure.
+    https = requests.post(service.url + "/ui/signin", timeout=30, allow_redirects=False,
+                          data={"token": users.token("alice"), "csrf": csrf},
+                          cookies=session.cookies, headers={"X-Forwarded-Proto": "https"})
+    assert https.status_code == 303 and "; secure" in https.headers["set-cookie"].lower()
     cancel = service.url + f"/ui/executions/{execution_id}/cancel"
     assert session.post(cancel, data={}, timeout=30, allow_redirects=False).status_code == 403
     before = service.cli("token", "list", "--user", "alice")
