@@ -282,6 +282,7 @@ def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
 
 
 def _problem_responses(route: Route, components: dict[str, Any]) -> dict[str, Any]:
+    """The error responses of ``route``, each with a :class:`Problem` body."""
     problem = {"content": {"application/json": {"schema": _schema(Problem, components)}}}
     codes = {"400": "malformed request", "404": "no such execution or file for this user",
              "409": "not finished yet", "413": "request too large",
@@ -292,6 +293,9 @@ def _problem_responses(route: Route, components: dict[str, Any]) -> dict[str, An
                  "404": "no such file"}
     if route.authenticated:
         codes["401"] = "missing or unknown bearer token"
+    if route.body is not None and _media(route.body) == "application/json":
+        # The service refuses a JSON body sent as another type (text/plain, a form, XML).
+        codes["415"] = "the body is not sent as Content-Type: application/json"
     return {code: {"description": text, **problem} for code, text in codes.items()}
 
 

@@ -340,19 +340,9 @@ HANDLERS: dict[str, Handler] = {
 
 
 def served_document(public_url: str | None = None) -> dict[str, Any]:
-    """The OpenAPI document the service serves: the protocol's, plus the 415 every operation
-    with a JSON body answers to a body sent as another type."""
-    document = wire.openapi_document(public_url)
-    for operations in document["paths"].values():
-        for operation in operations.values():
-            body = operation.get("requestBody", {}).get("content", {})
-            if "application/json" in body:
-                problem = next((r for code, r in operation["responses"].items()
-                                if code.startswith("4")), None)
-                if problem is not None:
-                    operation["responses"].setdefault("415", {
-                        **problem, "description": "the body is not sent as application/json"})
-    return document
+    """The OpenAPI document the service serves: the protocol's own (it declares the 415 that
+    :func:`_check_json_type` answers), with ``public_url`` as its server."""
+    return wire.openapi_document(public_url)
 
 
 # -- the application ----------------------------------------------------------------------------
