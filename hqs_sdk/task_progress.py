@@ -33,8 +33,8 @@ def progress(fraction: float | None = None, message: str = "") -> None:
     if not control:
         logging.getLogger("hqs_sdk").info("progress %s %s", fraction, message)
         return
-    path = os.path.join(control, "progress.json")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"fraction": fraction, "message": str(message)}, f)
-    os.replace(tmp, path)
+    # The worker, which runs this task, has the module loaded already.
+    from hqs_sdk.worker import write_atomically
+
+    write_atomically(os.path.join(control, "progress.json"),
+                     json.dumps({"fraction": fraction, "message": str(message)}))

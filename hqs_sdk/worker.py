@@ -159,20 +159,52 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+_TEMPORARY_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                    | getattr(os, "O_CLOEXEC", 0))
+
+
+def write_atomically(path: str, text: str, *, durable: bool = False) -> None:
+    """Replace the file ``path`` by one holding ``text`` (UTF-8): a reader sees the old content
+    or the new, never a part, and the file is private to the user (mode 600).
+
+    The text goes to a new temporary file in the same folder, created exclusively (``O_EXCL``,
+    ``O_NOFOLLOW``, mode 600, a random name: what :func:`tempfile.mkstemp` does, without
+    importing it into a worker that starts for every execution), then is renamed over ``path``.
+    A control folder can be on a file system that many machines share (Slurm's
+    ``slurm_tmp_io``), where a name such as ``<path>.<pid>.tmp`` can be another node's file
+    (pids repeat across machines) or a symbolic link someone planted. ``durable`` syncs the
+    content to disk before the rename. On any failure the temporary file is removed.
+    """
+    folder, name = os.path.split(path)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{os.urandom(8).hex()}.tmp")
+        try:
+            fd = os.open(tmp, _TEMPORARY_FLAGS, 0o600)
+            break
+        except FileExistsError:
+            continue
+    else:  # 100 random 64-bit names all taken: not chance, so say where
+        raise FileExistsError(f"no unused temporary name in {folder or '.'} after 100 tries "
+                              f"to write {name}; check what creates .{name}.*.tmp files there")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, allow_nan=False), durable=True)
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomically(path, text)
 
 
 def log_tail(control: str) -> str:

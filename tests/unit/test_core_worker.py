@@ -155,3 +155,66 @@ def test_scheduler_sigterm_leaves_no_response_so_the_job_can_be_requeued(tmp_pat
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
             assert response(control).state is ExecutionState.CANCELLED
+
+
+# -- control files on a shared folder ------------------------------------------------------------
+
+
+def test_control_files_are_private_and_a_planted_link_is_not_followed(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """``<path>.<pid>.tmp`` was predictable: on a shared slurm_tmp_io another user could plant a
+    link there and have the worker (or a task's progress report) write through it."""
+    from hqs_sdk import worker
+    from hqs_sdk.task_progress import CONTROL_DIR_ENV, progress
+
+    control = tmp_path / "control"
+    control.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    for name in ("state", "progress.json"):
+        os.symlink(victim, control / f"{name}.{os.getpid()}.tmp")
+    old_umask = os.umask(0o022)
+    try:
+        monkeypatch.setenv(CONTROL_DIR_ENV, str(control))
+        progress(0.5, "half")
+        assert victim.read_text() == "untouched"
+        worker.write_atomically(str(control / "state"), "running")
+    finally:
+        os.umask(old_umask)
+    assert victim.read_text() == "untouched"
+    assert (control / "state").read_text() == "running"
+    assert json.loads((control / "progress.json").read_text())["fraction"] == 0.5
+    for name in ("state", "progress.json"):
+        assert not (control / name).is_symlink()
+        assert (control / name).stat().st_mode & 0o777 == 0o600, name
+    leftovers = {p.name for p in control.iterdir()} - {"state", "progress.json"}
+    assert leftovers == {f"state.{os.getpid()}.tmp", f"progress.json.{os.getpid()}.tmp"}
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    from hqs_sdk import worker
+
+    target = tmp_path / "response.json"
+    target.mkdir()  # the rename over a folder fails
+    try:
+        worker.write_atomically(str(target), "{}", durable=True)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("a rename over a folder succeeded")
+    assert [p.name for p in tmp_path.iterdir()] == ["response.json"]
+
+
+def test_the_worker_writes_its_control_files_private(tmp_path: Path) -> None:
+    control = tmp_path / "x"
+    control.mkdir()
+    request = make_request(tasks.sleep, seconds=0.05)
+    (control / "request.json").write_text(json.dumps(converter.unstructure(request)))
+    done = subprocess.run(["sh", "-c", 'umask 022; exec "$@"', "sh", *WORKER, str(control)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for name in ("state", "pid", "progress.json", "result.json", "response.json"):
+        if (control / name).exists():
+            assert (control / name).stat().st_mode & 0o777 == 0o600, name
+    assert (control / "response.json").exists()
+    assert not [p.name for p in control.iterdir() if p.name.endswith(".tmp")]
