@@ -395,17 +395,22 @@ class Configuration:
 
         Fires in the thread that made the call, before anything is submitted (and also when
         submissions are disabled, just before that raises). Not fired when the cache mode does
-        not read the cache (``WRITE_ONLY``, ``DISABLED``). No request exists yet at this point.
+        not read the cache (``WRITE_ONLY``, ``DISABLED``). Unlike the other request events,
+        the cache key comes first and the request second (so callbacks written for 0.1, which
+        passed the key alone, keep working).
 
         Receives, in this order (a callback may accept only the first ones):
 
         - ``cache_key`` (``str``): the call's cache key.
+        - ``request`` (``hqs_sdk.TaskExecutionRequest``): the request the call is about to
+          submit (the same ``execution_id`` then reaches ``on_creating``, unless another
+          process records the call first), with the task, its input and provisioning.
 
         Example::
 
             @global_config.on_cache_miss
-            def missed(cache_key):
-                print("not cached:", cache_key)
+            def missed(cache_key, request):
+                print("not cached:", request.task_name, request.input, cache_key)
         """
         return self._callbacks.lists["cache_miss"]
 

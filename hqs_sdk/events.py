@@ -145,12 +145,17 @@ class CacheHitEvent(_RequestEvent):
 
 @attrs.frozen
 class CacheMissEvent(Event):
-    """The cache had no entry for the key."""
+    """The cache had no entry for the key; ``request`` is the one the call will submit.
+
+    The cache key comes first for callbacks (as in 0.1, so ``def f(cache_key)`` keeps working),
+    the request second.
+    """
 
     name: ClassVar[str] = "cache_miss"
-    arguments: ClassVar[tuple[str, ...]] = ("cache_key",)
+    arguments: ClassVar[tuple[str, ...]] = ("cache_key", "request")
     cache_key: str = ""
     task_name: str = ""
+    request: TaskExecutionRequest | None = None
 
 
 @attrs.frozen
@@ -259,8 +264,8 @@ CacheWriteCallback: TypeAlias = Callable[[_Request, CacheEntry], object] | Creat
 """``on_cache_write``: ``(request, entry)``."""
 CacheHitCallback: TypeAlias = CacheWriteCallback
 """``on_cache_hit``: ``(request, entry)``."""
-CacheMissCallback: TypeAlias = Callable[[str], object] | _None
-"""``on_cache_miss``: ``(cache_key)``."""
+CacheMissCallback: TypeAlias = Callable[[str, _Request], object] | Callable[[str], object] | _None
+"""``on_cache_miss``: ``(cache_key, request)``."""
 CacheIgnoredCallback: TypeAlias = Callable[[_Request, CacheEntry, str], object] | CacheWriteCallback
 """``on_cache_ignored``: ``(request, entry, reason)``."""
 BackendInitializedCallback: TypeAlias = Callable[["BackendConfiguration"], object] | _None

@@ -444,16 +444,19 @@ def _submit(call: TaskCall[R], configuration: Configuration, mode: CacheMode) ->
     cache = None if mode is CacheMode.DISABLED else open_cache(configuration.cache)
     reads = cache is not None and mode in _READS
     entry = cache.get(call.cache_key) if cache is not None and reads else None
-    if entry is None and reads:
-        ev.emit(ev.CacheMissEvent(cache_key=call.cache_key, task_name=call.task.name),
-                configuration.callbacks)
+    request = None
+    if entry is None and reads:  # only a miss builds its request here: hits stay as fast
+        request = _new_request(call, configuration)
+        ev.emit(ev.CacheMissEvent(cache_key=call.cache_key, task_name=call.task.name,
+                                  request=request), configuration.callbacks)
     for _ in range(_CLAIM_ROUNDS):
         replaces = None
         if entry is not None:
             found, replaces = _from_entry(call, entry, configuration, cache, mode)
             if found is not None:
                 return found
-        started = _submit_new(call, configuration, cache, mode, replaces)
+        started = _submit_new(call, configuration, cache, mode, replaces, request)
+        request = None  # a later round (another process recorded the call) makes a new one
         if isinstance(started, Execution):
             return started
         entry = started  # another process recorded this call first: use its entry
@@ -490,9 +493,26 @@ def _from_entry(call: TaskCall[R], entry: CacheEntry, configuration: Configurati
     return None, entry
 
 
+def _new_request(call: TaskCall[Any], configuration: Configuration) -> TaskExecutionRequest:
+    """The request of a new execution of ``call``, with a fresh execution id."""
+    task = call.task
+    return TaskExecutionRequest(
+        execution_id=uuid.uuid4().hex,
+        task_name=task.name,
+        task_version=task.version,
+        input=json.loads(call.canonical_input),
+        cache_key=call.cache_key,
+        provisioning=configuration.provisioning_for(task.provisioning_defaults()),
+        task_ref=task.ref,
+        created_at=_now(),
+    )
+
+
 def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | None,
-                mode: CacheMode, replaces: CacheEntry | None) -> Execution[R] | CacheEntry:
-    """Record and submit a new execution; or return the entry another process recorded first."""
+                mode: CacheMode, replaces: CacheEntry | None,
+                request: TaskExecutionRequest | None = None) -> Execution[R] | CacheEntry:
+    """Record and submit a new execution (``request``, if the cache miss made it already);
+    or return the entry another process recorded first."""
     task = call.task
     if configuration.throttling.disable_submissions:
         raise NotInCacheError(
@@ -509,16 +529,8 @@ def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | 
         raise dry.submit(call, spec.name, configuration.provisioning_for(
             task.provisioning_defaults()))
     name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
-    request = TaskExecutionRequest(
-        execution_id=uuid.uuid4().hex,
-        task_name=task.name,
-        task_version=task.version,
-        input=json.loads(call.canonical_input),
-        cache_key=call.cache_key,
-        provisioning=configuration.provisioning_for(task.provisioning_defaults()),
-        task_ref=task.ref,
-        created_at=_now(),
-    )
+    if request is None:
+        request = _new_request(call, configuration)
     entry = CacheEntry(key=call.cache_key, request=request, backend=name,
                        state=ExecutionState.CREATED, updated_at=_now())
     if cache is not None:

@@ -343,3 +343,53 @@ def test_callbacks_receive_the_documented_arguments_from_real_runs(tmp_path: Pat
     assert fired == set(EVENT_NAMES), f"never fired: {set(EVENT_NAMES) - fired}"
     wrong = [(event, problems) for event, problems in calls if problems]
     assert not wrong, f"callbacks got other arguments than documented: {wrong}"
+
+
+MISS_SCRIPT = r'''
+import json, sys
+from hqs_sdk import global_config
+from hqs_sdk.config import BackendConfigurationLocal
+from hqs_sdk.testing import tasks
+
+global_config.backend = BackendConfigurationLocal(work_dir=sys.argv[1])
+seen = []
+
+
+@global_config.on_cache_miss
+def written_for_0_1(cache_key):  # one parameter: still the key alone
+    seen.append(["key only", cache_key])
+
+
+@global_config.on_cache_miss
+def missed(cache_key, request):
+    seen.append(["miss", cache_key, request.cache_key, request.task_name, request.input,
+                 request.execution_id])
+
+
+@global_config.on_creating
+def creating(request):
+    seen.append(["creating", request.execution_id])
+
+
+assert tasks.add(40, 2) == 42
+assert tasks.add(40, 2) == 42  # a hit: no miss
+print("SEEN", json.dumps(seen))
+'''
+
+
+@pytest.mark.integration
+def test_a_cache_miss_passes_the_key_then_the_request_it_submits(tmp_path: Path) -> None:
+    pytest.importorskip("hqs_sdk_local", reason="needs the hqs-sdk-local plugin")
+    pytest.importorskip("hqs_sdk_sqlite", reason="needs the hqs-sdk-sqlite plugin (default cache)")
+    script = tmp_path / "miss.py"
+    script.write_text(MISS_SCRIPT)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "HQS_SDK_FORK_SERVER_IDLE": "2"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "work")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("SEEN "))
+    key_only, miss, creating = json.loads(line[len("SEEN "):])
+    assert key_only[0] == "key only" and isinstance(key_only[1], str) and len(key_only[1]) > 16
+    assert miss[:5] == ["miss", key_only[1], key_only[1], "add", {"a": 40, "b": 2}]
+    assert creating == ["creating", miss[5]]  # the request announced is the one submitted

@@ -53,6 +53,10 @@ def interrupted(requests: list[TaskExecutionRequest]) -> None: ...
 def missed(cache_key: str) -> None: ...
 
 
+@global_config.on_cache_miss
+def missed_with_request(cache_key: str, request: TaskExecutionRequest) -> None: ...
+
+
 global_config.on_submitted(lambda request, handle: None)
 
 
@@ -60,7 +64,7 @@ global_config.on_submitted(lambda request, handle: None)
 def wrong_type(request: TaskExecutionRequest, entry: CacheEntry) -> None: ...
 
 
-@global_config.on_cache_miss  # WRONG: the cache key comes first, there is no request yet
+@global_config.on_cache_miss  # WRONG: the cache key comes first, the request second
 def wrong_first(request: TaskExecutionRequest) -> None: ...
 
 
