@@ -185,16 +185,17 @@ def screenshot(tmp_path: Path) -> Any:
 
 @pytest.fixture
 def service(tmp_path: Path, env: dict[str, str]) -> Iterator[Any]:
-    """The real task service (SQLite) with the dashboard mounted at /ui, in a child process
-    started by ``serve_with_ui.py`` exactly as the service would mount it."""
+    """The real task service (SQLite), started with ``hqs-sdk-server serve``: it mounts the
+    dashboard at /ui because hqs-sdk-dashboard is installed."""
     pytest.importorskip("hqs_sdk_server")
     pytest.importorskip("hqs_sdk_rest")
     testing = pytest.importorskip("hqs_sdk_server.testing")
 
     class UIService(testing.Service):  # type: ignore[name-defined]
         def start(self, timeout: float = 60.0) -> None:
-            command = [sys.executable, str(HERE / "serve_with_ui.py"), str(self.data_dir),
-                       str(self.port)]
+            command = [sys.executable, "-m", "hqs_sdk_server.cli", "serve", "--data-dir",
+                       str(self.data_dir), "--port", str(self.port), "--max-running", "4",
+                       "--tasks-from", "hqs_sdk.testing.tasks"]
             log = open(self.data_dir / "service.log", "ab")  # noqa: SIM115 - the child keeps it
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
             log.close()

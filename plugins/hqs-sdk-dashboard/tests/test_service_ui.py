@@ -1,6 +1,6 @@
 """The dashboard at /ui/ of the real task service, in a real headless Chromium.
 
-The service runs in a child process with the dashboard mounted at /ui (``serve_with_ui.py``);
+The service runs in a child process (`hqs-sdk-server serve`), which mounts the dashboard at /ui;
 users' scripts submit through the real REST backend, each with its own token and cache.
 """
 

@@ -512,5 +512,23 @@ def create_app(settings: Settings) -> Starlette:
         return _problem(ApiError(500, "internal", "the service failed on this request; its "
                                                   "log has the details"))
 
+    _mount_dashboard(routes, settings, engine, files, scheduler)
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={404: not_found, 405: not_found, Exception: crashed})
+
+
+def _mount_dashboard(routes: list[Any], settings: Settings, engine: Any, files: FileStore,
+                     scheduler: Any) -> None:
+    """Serve the tasks dashboard at ``/ui`` when hqs-sdk-dashboard is installed.
+
+    It shares the service's engine, file store (fresh signed links) and scheduler (a cancel is
+    acted on at once); every page is scoped to the signed-in user like the API.
+    """
+    try:
+        from hqs_sdk_dashboard.service import create_service_dashboard
+    except ImportError:
+        return  # `pip install hqs-sdk-dashboard[service]` adds it
+    from starlette.routing import Mount
+
+    routes.append(Mount("/ui", app=create_service_dashboard(
+        settings, engine=engine, files=files, wake=scheduler.wake)))
