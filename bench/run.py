@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_cache_hit
+import bench_dashboard
 import bench_display
 import bench_hello
 import bench_import
@@ -39,7 +40,7 @@ import peers
 BENCHMARKS = {"hello": bench_hello, "run_many": bench_run_many, "cache_hit": bench_cache_hit,
               "import": bench_import, "display": bench_display, "plan": bench_plan,
               "rest": bench_rest, "slurm": bench_slurm,
-              "shelve": bench_shelve, "peers": peers}
+              "shelve": bench_shelve, "dashboard": bench_dashboard, "peers": peers}
 DEFAULT = ["hello", "run_many", "cache_hit", "import", "rest", "shelve",
            "display", "plan"]  # slurm: root; peers: PyPI
 
