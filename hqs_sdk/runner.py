@@ -564,14 +564,12 @@ def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | 
 
 
 def _claim(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None) -> CacheEntry | None:
-    """Record ``entry`` unless another process did first; return that process's entry."""
-    other = cache.claim(entry, replaces=replaces)
-    if other is None and replaces is not None:
-        # None also answers "the entry to replace is gone"; ask again, as for a fresh key.
-        other = cache.claim(entry)
-        if other is not None and other.request.execution_id == entry.request.execution_id:
-            return None
-    return other
+    """Record ``entry`` unless another process did first; return that process's entry.
+
+    ``None`` means ``entry`` is stored, also when the entry it replaces was deleted meanwhile
+    (the claim contract, :meth:`hqs_sdk.cache.Cache.claim`).
+    """
+    return cache.claim(entry, replaces=replaces)
 
 
 def _unrecord(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None,
