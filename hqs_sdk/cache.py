@@ -15,12 +15,21 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, ClassVar
 
 import attrs
 
 from hqs_sdk.errors import CacheCorruptError
-from hqs_sdk.models import CacheEntry, CacheMode
+from hqs_sdk.models import (
+    CacheEntry,
+    CacheMode,
+    ExecutionState,
+    Metrics,
+    Provisioning,
+    TaskExecutionRequest,
+    TaskExecutionResponse,
+)
 
 __all__ = [
     "Cache",
@@ -161,10 +170,17 @@ def decode_entry(text: str | bytes, source: str, key: str | None = None) -> Cach
     for text that is not an entry; the message does not quote the text (it may hold a task's
     data), the exception it is raised from says more.
     """
-    from hqs_sdk.serialization import converter
-
     try:
-        return converter.structure(json.loads(text), CacheEntry)
+        data = json.loads(text)
+        try:
+            entry = _entry_from_json(data)
+        except Exception:  # anything unusual: cattrs decides, with its checks and messages
+            entry = None
+        if entry is not None:
+            return entry
+        from hqs_sdk.serialization import converter
+
+        return converter.structure(data, CacheEntry)
     except Exception as exc:
         if isinstance(exc, json.JSONDecodeError):
             why = f"it is not valid JSON (at character {exc.pos})"
@@ -179,6 +195,71 @@ def decode_entry(text: str | bytes, source: str, key: str | None = None) -> Cach
             f"the entry with {remedy} (the call then runs again), or move the cache file aside "
             "to start afresh."
         ) from exc
+
+
+_STATES = {state.value: state for state in ExecutionState}
+
+
+def _datetime(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _float_or_none(value: Any) -> bool:
+    return value is None or type(value) is float
+
+
+def _int_or_none(value: Any) -> bool:
+    return value is None or type(value) is int
+
+
+def _str_or_none(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _entry_from_json(data: Any) -> CacheEntry | None:
+    """The entry, built directly from JSON in exactly the shape :func:`encode_entry` writes.
+
+    A cache hit decodes one entry per call, and the generic cattrs structuring costs several
+    times the lookup itself. Every value is checked for its exact JSON type here; anything else
+    (a missing field, an int where a float is stored, an error report, a newer format) returns
+    ``None``, and the caller lets cattrs structure it, with its checks and error messages. The
+    result equals what cattrs makes of the same data (pinned by tests/unit/test_core_hit_path).
+    """
+    request = data["request"]
+    prov = request["provisioning"]
+    response = data["response"]
+    state = _STATES[data["state"]]
+    if not (type(data["key"]) is str and type(data["backend"]) is str
+            and type(request["execution_id"]) is str and type(request["task_name"]) is str
+            and type(request["task_version"]) is str and type(request["input"]) is dict
+            and type(request["cache_key"]) is str and _str_or_none(request["task_ref"])
+            and _float_or_none(prov["vcpu"]) and _int_or_none(prov["memory_mb"])
+            and _int_or_none(prov["gpu"]) and _float_or_none(prov["timeout_s"])):
+        return None
+    built_response = None
+    if response is not None:
+        metrics = response["metrics"]
+        if not (response["error"] is None and type(response["execution_id"]) is str
+                and type(response["log_tail"]) is str
+                and _float_or_none(metrics["wall_time_s"])
+                and _float_or_none(metrics["cpu_time_s"])
+                and _float_or_none(metrics["peak_memory_mb"])
+                and _float_or_none(metrics["queued_s"])):
+            return None
+        built_response = TaskExecutionResponse(
+            response["execution_id"], _STATES[response["state"]], response["output"], None,
+            response["log_tail"],
+            Metrics(metrics["wall_time_s"], metrics["cpu_time_s"], metrics["peak_memory_mb"],
+                    metrics["queued_s"], _datetime(metrics["started_at"]),
+                    _datetime(metrics["finished_at"])))
+    return CacheEntry(
+        data["key"],
+        TaskExecutionRequest(
+            request["execution_id"], request["task_name"], request["task_version"],
+            request["input"], request["cache_key"],
+            Provisioning(prov["vcpu"], prov["memory_mb"], prov["gpu"], prov["timeout_s"]),
+            request["task_ref"], _datetime(request["created_at"])),
+        data["backend"], state, data["handle"], built_response, _datetime(data["updated_at"]))
 
 
 def default_cache_path(filename: str) -> str:

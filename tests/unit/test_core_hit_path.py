@@ -1,0 +1,114 @@
+"""The fast paths of a cache hit keep the semantics of the general ones.
+
+A cache hit decodes its entry without cattrs when the stored JSON has exactly the shape
+:func:`~hqs_sdk.cache.encode_entry` writes; every other shape goes through cattrs, so the two
+must agree on everything the fast path accepts and refuse the same broken entries.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hqs_sdk.cache import _entry_from_json, decode_entry, encode_entry
+from hqs_sdk.errors import CacheCorruptError
+from hqs_sdk.models import (
+    CacheEntry,
+    ErrorReport,
+    ExecutionState,
+    Metrics,
+    Provisioning,
+    TaskExecutionRequest,
+    TaskExecutionResponse,
+)
+from hqs_sdk.serialization import converter
+
+NOW = datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=UTC)
+
+
+def _entries() -> list[CacheEntry]:
+    request = TaskExecutionRequest("e1", "hello", "0.1.0", {"name": "a", "n": [1, 2.5, None]},
+                                   "hello@0.1.0:ab", created_at=NOW)
+    rich = TaskExecutionRequest(
+        "e2", "fit", "1.2.3", {"x": {"nested": {"deep": True}}}, "fit@1.2.3:cd",
+        provisioning=Provisioning(vcpu=2.0, memory_mb=512, gpu=1, timeout_s=60.0),
+        task_ref="pkg.mod:fit", created_at=NOW - timedelta(days=1))
+    ok = TaskExecutionResponse("e1", ExecutionState.SUCCEEDED, output="Hello, a!",
+                               metrics=Metrics(wall_time_s=0.5, cpu_time_s=0.25,
+                                               peak_memory_mb=12.5, queued_s=0.125,
+                                               started_at=NOW, finished_at=NOW))
+    failed = TaskExecutionResponse("e2", ExecutionState.FAILED,
+                                   error=ErrorReport("ValueError", "bad", "tb", "task_error"),
+                                   log_tail="line\n")
+    return [
+        CacheEntry("hello@0.1.0:ab", request, "local", ExecutionState.SUCCEEDED, {"dir": "/x"},
+                   ok, NOW),
+        CacheEntry("hello@0.1.0:ab", request, "local", ExecutionState.QUEUED, "handle-1"),
+        CacheEntry("hello@0.1.0:ab", request, "rest", ExecutionState.CREATED),
+        CacheEntry("fit@1.2.3:cd", rich, "slurm", ExecutionState.FAILED, [1, "x"], failed, NOW),
+        CacheEntry("fit@1.2.3:cd", rich, "local", ExecutionState.SUCCEEDED, None,
+                   TaskExecutionResponse("e2", ExecutionState.SUCCEEDED,
+                                         output={"a": [1, {"b": None}], "c": 1.5}), None),
+    ]
+
+
+@pytest.mark.parametrize("entry", _entries(), ids=lambda e: f"{e.backend}-{e.state.value}")
+def test_decoding_an_encoded_entry_gives_it_back_as_cattrs_would(entry: CacheEntry) -> None:
+    text = encode_entry(entry)
+    assert decode_entry(text, "test.db", entry.key) == entry
+    assert decode_entry(text, "test.db") == converter.structure(json.loads(text), CacheEntry)
+
+
+def test_the_fast_path_takes_what_encode_entry_writes() -> None:
+    """Not only correct but used: otherwise a hit pays for cattrs again unnoticed."""
+    plain = [e for e in _entries() if e.response is None or e.response.error is None]
+    for entry in plain:
+        assert _entry_from_json(json.loads(encode_entry(entry))) == entry
+
+
+def _edited(edit: Any) -> Any:
+    """The JSON of a stored succeeded entry, changed by ``edit``."""
+    data = json.loads(encode_entry(_entries()[0]))
+    edit(data)
+    return data
+
+
+def _variants() -> list[tuple[str, Any]]:
+    """Valid JSON that is not the exact shape encode_entry writes (hand edits, other writers)."""
+    return [
+        ("int wall time", _edited(lambda d: d["response"]["metrics"].update(wall_time_s=1))),
+        ("int vcpu", _edited(lambda d: d["request"]["provisioning"].update(vcpu=2))),
+        ("no provisioning", _edited(lambda d: d["request"].pop("provisioning"))),
+        ("no updated_at", _edited(lambda d: d.pop("updated_at"))),
+        ("extra field", _edited(lambda d: d.update(extra=1))),
+        ("naive datetime", _edited(lambda d: d.update(updated_at="2026-01-01T00:00:00"))),
+    ]
+
+
+@pytest.mark.parametrize("data", [d for _, d in _variants()],
+                         ids=[label for label, _ in _variants()])
+def test_other_valid_shapes_decode_as_cattrs_decodes_them(data: Any) -> None:
+    assert decode_entry(json.dumps(data), "test.db") == converter.structure(data, CacheEntry)
+
+
+def _broken() -> list[tuple[str, Any]]:
+    return [
+        ("unknown state", _edited(lambda d: d.update(state="exploded"))),
+        ("number as key", _edited(lambda d: d.update(key=5))),
+        ("bool as gpu", _edited(lambda d: d["request"]["provisioning"].update(gpu=True))),
+        ("text as memory", _edited(lambda d: d["request"]["provisioning"].update(memory_mb="3"))),
+        ("bad date", _edited(lambda d: d.update(updated_at="yesterday"))),
+        ("list as input", _edited(lambda d: d["request"].update(input=[1]))),
+        ("no request", _edited(lambda d: d.pop("request"))),
+    ]
+
+
+@pytest.mark.parametrize("data", [d for _, d in _broken()], ids=[label for label, _ in _broken()])
+def test_a_broken_entry_is_refused_as_before(data: Any) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - whatever cattrs raises, decode_entry wraps
+        converter.structure(data, CacheEntry)
+    with pytest.raises(CacheCorruptError, match=r"the entry k in the cache test\.db is unreadable"):
+        decode_entry(json.dumps(data), "test.db", "k")
