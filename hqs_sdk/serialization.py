@@ -98,11 +98,15 @@ def _make_converter() -> cattrs.Converter:
 converter: cattrs.Converter = _make_converter()
 
 
+#: One encoder for every key (``json.dumps`` with options builds a new one per call).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8: the bytes a cache key hashes."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
 def check_json(value: Any, where: str) -> None:

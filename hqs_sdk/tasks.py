@@ -30,6 +30,29 @@ _PLAIN: dict[Any, tuple[type, ...]] = {
 }
 
 
+#: The types a value of each annotation may have to enter the input as it is, unchecked: JSON
+#: carries them faithfully (a float may be NaN, so floats take the checked path).
+_EXACT_JSON: dict[Any, frozenset[type]] = {
+    str: frozenset({str}), int: frozenset({int}), bool: frozenset({bool}),
+    type(None): frozenset({type(None)}), Any: frozenset({str, int, bool, type(None)}),
+}
+
+
+@functools.cache
+def _serialization() -> Any:
+    """``hqs_sdk.serialization``, imported on first use (it imports cattrs)."""
+    import hqs_sdk.serialization
+
+    return hqs_sdk.serialization
+
+
+@functools.cache
+def _cache_key_from_canonical() -> Callable[[str, str, bytes], str]:
+    from hqs_sdk.cache_key import cache_key_from_canonical
+
+    return cache_key_from_canonical
+
+
 def _checked_plain(value: Any, annotation: Any, where: str) -> Any:
     """Return ``value`` if it is of the plain type ``annotation``; else raise a
     :class:`~hqs_sdk.errors.SerializationError` naming the argument and both types.
@@ -124,6 +147,8 @@ class Task(Generic[R]):
         self.ref = f"{fn.__module__}:{fn.__qualname__}"
         self._signature: Any = None
         self._hints: dict[str, Any] | None = None
+        self._plan: tuple[tuple[str, ...] | None, dict[str, Any]] | None = None
+        self._checks: dict[str, tuple[Any, str, bool, Any]] | None = None
         functools.update_wrapper(self, fn)
 
     # -- identity ---------------------------------------------------------------------------
@@ -172,7 +197,7 @@ class Task(Generic[R]):
 
     # -- client side ------------------------------------------------------------------------
 
-    def _bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _signature_of(self) -> Any:
         if self._signature is None:
             import inspect
 
@@ -180,8 +205,11 @@ class Task(Generic[R]):
                 self._signature = inspect.signature(self.fn, eval_str=True)
             except Exception:
                 self._signature = inspect.signature(self.fn)
+        return self._signature
+
+    def _bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
-            bound = self._signature.bind(*args, **kwargs)
+            bound = self._signature_of().bind(*args, **kwargs)
         except TypeError as exc:
             from hqs_sdk.errors import SerializationError
 
@@ -192,15 +220,60 @@ class Task(Generic[R]):
         bound.apply_defaults()
         return dict(bound.arguments)
 
+    def _fast_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+                        ) -> dict[str, Any] | None:
+        """The arguments by name, as ``inspect.Signature.bind`` plus ``apply_defaults`` makes
+        them, for a signature of plain parameters; ``None`` when the slow path must decide
+        (another kind of parameter, or arguments it refuses with an error message)."""
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._make_plan()
+        names, defaults = plan
+        if names is None:
+            return None
+        given = len(args)
+        if not kwargs:
+            if given == len(names):
+                return dict(zip(names, args, strict=True))
+            if given > len(names):
+                return None
+        arguments = dict(zip(names, args, strict=False))
+        taken = 0
+        for name in names[given:]:
+            if name in kwargs:
+                arguments[name] = kwargs[name]
+                taken += 1
+            elif name in defaults:
+                arguments[name] = defaults[name]
+            else:
+                return None
+        return arguments if taken == len(kwargs) else None
+
+    def _make_plan(self) -> tuple[tuple[str, ...] | None, dict[str, Any]]:
+        import inspect
+
+        parameters = self._signature_of().parameters.values()
+        if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters):
+            return None, {}
+        return (tuple(p.name for p in parameters),
+                {p.name: p.default for p in parameters if p.default is not p.empty})
+
+    def _argument_checks(self) -> dict[str, tuple[Any, str, bool, Any]]:
+        """Per parameter, computed once: annotation, where (for messages), plain, list item."""
+        checks = self._checks
+        if checks is None:
+            hints = self._type_hints()
+            checks = {}
+            for arg_name in (self._plan or (None, {}))[0] or ():
+                annotation = hints.get(arg_name, Any)
+                plain = annotation is Any or annotation in _PLAIN
+                checks[arg_name] = (annotation, f"argument {arg_name!r} of task {self.name!r}",
+                                    plain, None if plain else _plain_item(annotation))
+            self._checks = checks
+        return checks
+
     def bind(self, *args: Any, **kwargs: Any) -> TaskCall[R]:
         """Fix the arguments of one call without running it; see :func:`hqs_sdk.run_many`."""
-        from hqs_sdk.cache_key import cache_key_from_canonical
-        from hqs_sdk.serialization import (
-            canonical_json,
-            find_json_problem,
-            to_checked_json_value,
-        )
-
         if self.fn.__module__ == "__main__":
             from hqs_sdk.errors import ConfigurationError
 
@@ -208,31 +281,39 @@ class Task(Generic[R]):
                 f"task {self.name!r} is defined in the script being run; a worker cannot import "
                 "it from there. Move it into an importable module of an installed package."
             )
-        hints = self._type_hints()
+        arguments = self._fast_arguments(args, kwargs)
+        if arguments is None:
+            arguments = self._bind_arguments(args, kwargs)
+        checks = self._argument_checks()
         data: dict[str, Any] = {}
-        for arg_name, value in self._bind_arguments(args, kwargs).items():
-            where = f"argument {arg_name!r} of task {self.name!r}"
-            annotation = hints.get(arg_name, Any)
-            plain = annotation is Any or annotation in _PLAIN
-            item = None if plain else _plain_item(annotation)
-            if plain or item is not None:
+        for arg_name, value in arguments.items():
+            check = checks.get(arg_name)
+            if check is None:  # a parameter the plan does not cover (*args, **kwargs)
+                annotation = self._type_hints().get(arg_name, Any)
+                plain = annotation is Any or annotation in _PLAIN
+                check = (annotation, f"argument {arg_name!r} of task {self.name!r}", plain,
+                         None if plain else _plain_item(annotation))
+            annotation, where, plain, item = check
+            if type(value) in _EXACT_JSON.get(annotation, ()):
+                data[arg_name] = value  # the type asked for, and JSON carries it as it is
+            elif plain or item is not None:
                 value = (_checked_plain(value, annotation, where) if plain
                          else _checked_items(value, annotation, item, where))
-                problem = find_json_problem(value, where)
+                problem = _serialization().find_json_problem(value, where)
                 if problem is not None:
                     from hqs_sdk.errors import SerializationError
 
                     raise SerializationError(problem)
                 data[arg_name] = value
             else:
-                data[arg_name] = to_checked_json_value(value, annotation, where)
+                data[arg_name] = _serialization().to_checked_json_value(value, annotation, where)
         try:
-            canonical = canonical_json(data)
+            canonical = _serialization().canonical_json(data)
         except (TypeError, ValueError) as exc:
             from hqs_sdk.errors import SerializationError
 
             raise SerializationError(f"the input of task {self.name!r}: {exc}") from exc
-        key = cache_key_from_canonical(self.name, self.version, canonical)
+        key = _cache_key_from_canonical()(self.name, self.version, canonical)
         return TaskCall(self, canonical, key)
 
     def provisioning_defaults(self) -> Provisioning:

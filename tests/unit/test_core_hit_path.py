@@ -112,3 +112,59 @@ def test_a_broken_entry_is_refused_as_before(data: Any) -> None:
         converter.structure(data, CacheEntry)
     with pytest.raises(CacheCorruptError, match=r"the entry k in the cache test\.db is unreadable"):
         decode_entry(json.dumps(data), "test.db", "k")
+
+
+# -- binding: the fast argument binding is inspect.Signature.bind with the defaults applied --
+
+
+def _defaults(a: str, b: int = 2, c: Any = None, d: bool = False) -> str:
+    return a
+
+
+def _star(a: str, *rest, **named) -> str:  # type: ignore[no-untyped-def]
+    return a
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    (("x",), {}), (("x", 3), {}), (("x", 3, [1], True), {}), ((), {"a": "x"}),
+    (("x",), {"d": True, "b": 5}), ((), {"c": {"k": 1.5}, "a": "y"}), (("x", 3), {"c": "z"}),
+])
+def test_fast_binding_gives_the_input_and_key_that_inspect_gives(
+        args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    import inspect
+
+    from hqs_sdk.cache_key import cache_key
+    from hqs_sdk.tasks import Task
+
+    task = Task(_defaults, name="defaults", version="1")
+    bound = inspect.signature(_defaults).bind(*args, **kwargs)
+    bound.apply_defaults()
+    call = task.bind(*args, **kwargs)
+    assert call.input == dict(bound.arguments)
+    assert call.cache_key == cache_key("defaults", "1", dict(bound.arguments))
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    ((), {}, "missing a required argument: 'a'"),
+    (("x", 1, None, False, 9), {}, "too many positional arguments"),
+    (("x",), {"a": "y"}, "multiple values for argument 'a'"),
+    (("x",), {"e": 1}, "got an unexpected keyword argument 'e'"),
+    (("x", True), {}, "argument 'b' of task 'defaults' must be an int, got bool"),
+    (("x",), {"c": float("nan")}, "argument 'c' of task 'defaults' is nan"),
+    ((3,), {}, "argument 'a' of task 'defaults' must be a str, got int"),
+])
+def test_fast_binding_refuses_what_the_slow_path_refuses(
+        args: tuple[Any, ...], kwargs: dict[str, Any], message: str) -> None:
+    from hqs_sdk.errors import SerializationError
+    from hqs_sdk.tasks import Task
+
+    task = Task(_defaults, name="defaults", version="1")
+    with pytest.raises(SerializationError, match=message):
+        task.bind(*args, **kwargs)
+
+
+def test_a_signature_with_star_arguments_binds_through_inspect() -> None:
+    from hqs_sdk.tasks import Task
+
+    task = Task(_star, name="star", version="1")
+    assert task.bind("x", 1, 2, k="v").input == {"a": "x", "rest": [1, 2], "named": {"k": "v"}}
