@@ -10,6 +10,7 @@ per store, closed at exit), and the record of the file caches this user's script
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
 import sys
@@ -291,7 +292,7 @@ def _script_file() -> str | None:
         return None
     if os.path.basename(script).startswith("ipykernel"):
         return None
-    return os.path.abspath(script)
+    return _normalised(script) if os.path.isabs(script) else os.path.abspath(script)
 
 
 def _file_validator(_: Any, __: Any, value: Any) -> None:
@@ -299,6 +300,12 @@ def _file_validator(_: Any, __: Any, value: Any) -> None:
         from hqs_sdk.errors import ConfigurationError
 
         raise ConfigurationError(f"file must be a path or None, got {value!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _normalised(absolute: str) -> str:
+    """``os.path.abspath`` of an absolute path (every cache lookup asks for it)."""
+    return os.path.normpath(absolute)
 
 
 @attrs.define
@@ -313,7 +320,10 @@ class FileCacheConfiguration(CacheConfiguration):
         """The absolute path of the cache file."""
         if self.file is None:
             return default_cache_path(self.default_file)
-        return os.path.abspath(os.fspath(self.file))
+        file = os.fspath(self.file)
+        if os.path.isabs(file):
+            return _normalised(file)  # no working directory involved: the same every time
+        return os.path.abspath(file)
 
     def identity(self) -> str:
         return f"{type(self).__name__}:{self.path()}"

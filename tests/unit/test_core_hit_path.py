@@ -168,3 +168,23 @@ def test_a_signature_with_star_arguments_binds_through_inspect() -> None:
 
     task = Task(_star, name="star", version="1")
     assert task.bind("x", 1, 2, k="v").input == {"a": "x", "rest": [1, 2], "named": {"k": "v"}}
+
+
+# -- the cache's identity: an absolute file is normalised once, a relative one each time ------
+
+
+def test_a_relative_cache_file_follows_the_working_directory(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hqs_sdk.cache import FileCacheConfiguration
+
+    config = FileCacheConfiguration(file="c.db")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = config.identity()
+    monkeypatch.chdir(tmp_path / "b")
+    assert config.identity() != first
+    assert config.path() == str(tmp_path / "b" / "c.db")
+    config.file = str(tmp_path / "a" / ".." / "a" / "c.db")
+    assert config.identity() == first
+    assert config.path() == str(tmp_path / "a" / "c.db")
