@@ -75,18 +75,11 @@ class RESTBackend(Backend):
 
     def states(self, handles: Sequence[Handle]) -> list[BackendStatus]:
         ids = [self._id(h) for h in handles]
-        reply = self.client.states(ids)
-        found = {info.id: info for info in reply.executions}
-        statuses = []
-        for execution_id in ids:
-            info = found.get(execution_id)
-            if info is None:
-                statuses.append(BackendStatus(
-                    ExecutionState.FAILED,
-                    message=f"{self.client.url} has no execution {execution_id} for this token"))
-            else:
-                statuses.append(BackendStatus(info.state, info.progress, info.message))
-        return statuses
+        found = self.client.statuses(ids)
+        return [found.get(execution_id) or BackendStatus(
+            ExecutionState.FAILED,
+            message=f"{self.client.url} has no execution {execution_id} for this token")
+            for execution_id in ids]
 
     def fetch(self, handle: Handle) -> TaskExecutionResponse:
         return self.client.response(self._id(handle))

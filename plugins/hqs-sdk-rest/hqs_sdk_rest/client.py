@@ -29,13 +29,14 @@ from urllib.parse import quote
 import requests
 import tenacity
 
+from hqs_sdk.backend import BackendStatus
 from hqs_sdk.errors import (
     BackendError,
     BackendRejectedError,
     BackendUnavailableError,
     ConfigurationError,
 )
-from hqs_sdk.models import TaskExecutionRequest, TaskExecutionResponse
+from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
 from hqs_sdk_rest import uploads, wire
 from hqs_sdk_rest.config import BackendConfigurationREST, resolve
@@ -113,6 +114,23 @@ def _session(url: str, token: str) -> requests.Session:
             session.mount("https://", adapter)
             _sessions[(url, token)] = session
         return session
+
+
+_STATES = {state.value: state for state in ExecutionState}
+
+
+def _status(record: dict[str, Any]) -> BackendStatus:
+    """A :class:`BackendStatus` from one execution of a states reply; checks what it reads."""
+    progress, message = record["progress"], record["message"]
+    if not isinstance(record["id"], str) or not isinstance(message, str):
+        raise TypeError(f"an execution's id and message are strings: {record!r:.200}")
+    if progress is not None:
+        fraction = progress["fraction"]
+        if not isinstance(progress["message"], str) or not (
+                fraction is None or type(fraction) in (int, float)):
+            raise TypeError(f"not an execution's progress: {progress!r:.200}")
+        progress = Progress(None if fraction is None else float(fraction), progress["message"])
+    return BackendStatus(_STATES[record["state"]], progress, message)
 
 
 class Client:
@@ -236,6 +254,26 @@ class Client:
             found.extend(reply.executions)
             missing.extend(reply.missing)
         return wire.StatesReply(found, missing)
+
+    def statuses(self, ids: Sequence[str]) -> dict[str, BackendStatus]:
+        """State, progress and message of each of ``ids`` the service has for this user (the
+        others are left out): what a polling round needs.
+
+        The same request as :meth:`states`, read without building the full records (their
+        timestamps are not parsed): for 1,000 ids that was a third of the client's time.
+        """
+        found: dict[str, BackendStatus] = {}
+        for start in range(0, len(ids), wire.MAX_BATCH):
+            reply = self.call("states", wire.StatesBody(list(ids[start:start + wire.MAX_BATCH])))
+            try:
+                for record in reply["executions"]:
+                    found[record["id"]] = _status(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BackendError(
+                    f"{self.url} answered POST /v1/executions/states with something that is "
+                    f"not a states reply ({type(exc).__name__}: {exc}); is the URL that of an "
+                    "hqs-sdk-server service of the same API version?") from None
+        return found
 
     def get(self, execution_id: str) -> wire.ExecutionInfo:
         return converter.structure(self.call("get", path={"id": execution_id}),
