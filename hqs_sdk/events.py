@@ -383,13 +383,27 @@ class Callbacks:
         }
 
 
+def listened(name: str, callbacks: Callbacks) -> bool:
+    """Whether a callback or a plugin receives the event ``name`` now.
+
+    A caller on a hot path (a cache hit) may skip building an event nobody receives. Asked on
+    every call, so a callback registered at any time gets the next event.
+    """
+    if callbacks.lists[name]._callbacks:
+        return True
+    from hqs_sdk.plugins import registry
+
+    return name in registry().event_names
+
+
 def emit(event: Event, callbacks: Callbacks) -> None:
     """Deliver ``event`` to the callbacks and to the plugins' ``hqs_sdk_on_event`` hooks."""
     callbacks.lists[event.name].fire(event.args)
     from hqs_sdk.plugins import registry
 
-    hook = registry().event_hook
-    if hook is not None:
+    found = registry()
+    hook = found.event_hook
+    if hook is not None and event.name in found.event_names:
         try:
             hook(event=event)
         except Exception:

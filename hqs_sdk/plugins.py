@@ -131,7 +131,12 @@ class Registry:
         self._tasks: dict[str, Task[Any]] | None = None
         self._file_openers: dict[str, FileOpenerSpec] | None = None
         hook = pm.hook.hqs_sdk_on_event
-        self.event_hook: Callable[..., Any] | None = hook if hook.get_hookimpls() else None
+        impls = hook.get_hookimpls()
+        self.event_hook: Callable[..., Any] | None = hook if impls else None
+        #: The names of the events some plugin receives: all of them, unless every
+        #: ``hqs_sdk_on_event`` implementation names the ones it wants in an attribute
+        #: ``hqs_sdk_events`` (a set of event names); the others are not even built then.
+        self.event_names: frozenset[str] = _wanted_events(impls)
 
     @staticmethod
     def _collect(pm: PluginManager, hook_name: str, what: str) -> dict[str, Any]:
@@ -227,6 +232,18 @@ class Registry:
 
 _lock = threading.Lock()
 _registry: Registry | None = None
+
+
+def _wanted_events(impls: list[Any]) -> frozenset[str]:
+    from hqs_sdk.events import EVENT_NAMES
+
+    wanted: set[str] = set()
+    for impl in impls:
+        names = getattr(impl.function, "hqs_sdk_events", None)
+        if names is None:
+            return frozenset(EVENT_NAMES)
+        wanted.update(names)
+    return frozenset(wanted)
 
 
 def registry() -> Registry:

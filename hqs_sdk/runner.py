@@ -179,12 +179,28 @@ class Execution(Generic[R]):
         self._cache = cache
         self._backend = backend
         self.from_cache = from_cache
-        self._future: Future[TaskExecutionResponse] = Future()
-        self._future.add_done_callback(self._forget)
         self._inflight_slot: tuple[str, str] | None = None
         self._lock = threading.Lock()
-        if entry.response is not None:
-            self._future.set_result(entry.response)
+        # A response known from the start (a cache hit) needs no future until someone asks
+        # for one (run_many, asyncio): a hit then costs no Condition, callback or notify.
+        self._known = entry.response
+        self._made_future: Future[TaskExecutionResponse] | None = None
+        if entry.response is None:
+            self._made_future = Future()
+            self._made_future.add_done_callback(self._forget)
+
+    @property
+    def _future(self) -> Future[TaskExecutionResponse]:
+        """What waiters wait on; resolved at once for a response known from the start."""
+        future = self._made_future
+        if future is None:
+            with self._lock:
+                future = self._made_future
+                if future is None:
+                    future = Future()
+                    future.set_result(self._known)  # type: ignore[arg-type]
+                    self._made_future = future
+        return future
 
     # -- public -----------------------------------------------------------------------------
 
@@ -209,10 +225,12 @@ class Execution(Generic[R]):
 
     def done(self) -> bool:
         """True once the execution finished (or waiting for it failed)."""
-        return self._future.done()
+        return self._known is not None or self._future.done()
 
     def response(self, timeout: float | None = None) -> TaskExecutionResponse:
         """Wait for and return the full response (output or error, log tail, metrics)."""
+        if self._known is not None:
+            return self._known
         try:
             if self._future.done():
                 return self._future.result()
@@ -257,11 +275,11 @@ class Execution(Generic[R]):
     def _outcome(self, response: TaskExecutionResponse) -> R:
         task = self.call.task
         if response.state is ExecutionState.SUCCEEDED:
-            from hqs_sdk.tasks import _structure
-
             annotation = task.output_type
             if annotation is Any or type(response.output) is annotation:
                 return response.output
+            from hqs_sdk.tasks import _structure
+
             return _structure(response.output, annotation, f"the output of task {task.name!r}")
         raise _task_error(task.name, self.cache_key, response, self.from_cache)
 
@@ -391,8 +409,35 @@ def _task_error(name: str, key: str, response: TaskExecutionResponse, from_cache
 # submitting again. While the first call is still being submitted its slot holds a ticket
 # (a Future) that identical calls wait on; no lock is held across a submission, so calls with
 # other keys never wait for it. Different processes are kept apart by the cache entry instead.
-_inflight: dict[tuple[str, str], Execution[Any] | Future[Execution[Any]]] = {}
+_inflight: dict[tuple[str, str], Execution[Any] | _Ticket] = {}
 _inflight_lock = threading.Lock()
+
+
+class _Ticket:
+    """A one-shot latch for the slot of a call being started: identical calls wait on it.
+
+    Every call takes one, cache hits included, so it is lighter than a Future (one lock,
+    released by the starting thread once the execution or the error is known).
+    """
+
+    __slots__ = ("_error", "_execution", "_latch")
+
+    def __init__(self) -> None:
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._execution: Execution[Any] | None = None
+        self._error: BaseException | None = None
+
+    def set(self, execution: Execution[Any] | None, error: BaseException | None = None) -> None:
+        self._execution, self._error = execution, error
+        self._latch.release()
+
+    def result(self) -> Execution[Any] | None:
+        with self._latch:  # waits until set(); then lets every waiter through
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._execution
 
 
 def submit(call: TaskCall[R]) -> Execution[R]:
@@ -404,14 +449,14 @@ def submit(call: TaskCall[R]) -> Execution[R]:
     if mode not in _READS:
         return _submit(call, configuration, mode)
     slot = (configuration.cache.identity(), call.cache_key)
-    ticket: Future[Execution[Any]] = Future()
+    ticket = _Ticket()
     with _inflight_lock:
         pending = _inflight.get(slot)
         if pending is None:
             _inflight[slot] = ticket
     if pending is not None:
         try:
-            joined = pending.result() if isinstance(pending, Future) else pending
+            joined = pending.result() if isinstance(pending, _Ticket) else pending
         except Exception:
             joined = None  # the first attempt failed: try on our own
         if joined is not None and not joined.done():
@@ -422,7 +467,7 @@ def submit(call: TaskCall[R]) -> Execution[R]:
     except BaseException as exc:
         with _inflight_lock:
             _inflight.pop(slot, None)
-        ticket.set_exception(exc)
+        ticket.set(None, exc)
         raise
     with _inflight_lock:
         if execution.done():
@@ -430,7 +475,7 @@ def submit(call: TaskCall[R]) -> Execution[R]:
         else:
             _inflight[slot] = execution
             execution._inflight_slot = slot
-    ticket.set_result(execution)
+    ticket.set(execution)
     if execution.done():  # finished meanwhile: its callback may have run already
         execution._forget(None)
     return execution
@@ -479,8 +524,9 @@ def _from_entry(call: TaskCall[R], entry: CacheEntry, configuration: Configurati
             entry = _refreshed(entry, configuration, cache)
         else:
             dry.cache_hit(entry)  # its cached file URLs are kept: a dry run changes nothing
-        ev.emit(ev.CacheHitEvent(request=entry.request, backend=entry.backend, entry=entry),
-                configuration.callbacks)
+        if ev.listened("cache_hit", configuration.callbacks):  # else nobody would receive it
+            ev.emit(ev.CacheHitEvent(request=entry.request, backend=entry.backend, entry=entry),
+                    configuration.callbacks)
         return Execution(call, entry, configuration=configuration, cache=cache, backend=None,
                          from_cache=True), None
     if usable:

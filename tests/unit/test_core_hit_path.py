@@ -188,3 +188,126 @@ def test_a_relative_cache_file_follows_the_working_directory(
     config.file = str(tmp_path / "a" / ".." / "a" / "c.db")
     assert config.identity() == first
     assert config.path() == str(tmp_path / "a" / "c.db")
+
+
+# -- a cache hit: events built only for listeners, a lazy future, modes read on every call ----
+
+
+def _greet(name: str) -> str:
+    return f"Hello, {name}!"
+
+
+@pytest.fixture
+def hits(request: pytest.FixtureRequest) -> Any:
+    """A task with two calls whose succeeded entries sit in a fresh in-memory cache."""
+    from hqs_sdk import scoped_config
+    from hqs_sdk.cache import CacheConfigurationMemory, open_cache
+    from hqs_sdk.models import CacheEntry
+    from hqs_sdk.tasks import Task
+    from hqs_sdk.testing.entries import make_entry
+
+    task = Task(_greet, name="greet", version="1")
+    config = CacheConfigurationMemory(name=f"hit-path-{request.node.name}")
+    cache = open_cache(config)
+    calls = [task.bind("a"), task.bind("b")]
+    for call in calls:
+        entry = make_entry(call.cache_key)
+        assert entry.response is not None
+        cache.put(CacheEntry(call.cache_key, entry.request, "local", entry.state, entry.handle,
+                             TaskExecutionResponse(entry.request.execution_id,
+                                                   ExecutionState.SUCCEEDED,
+                                                   output=f"cached {call.input['name']}"),
+                             entry.updated_at))
+    with scoped_config(cache=config):
+        yield task, calls
+
+
+def test_a_callback_registered_after_warm_up_gets_the_next_hit(hits: Any) -> None:
+    from hqs_sdk import current_config, run
+
+    task, (a, b) = hits
+    assert run(a) == "cached a"  # warm-up with nobody listening
+    seen: list[Any] = []
+
+    def on_hit(request: Any, entry: Any) -> None:
+        seen.append((request.cache_key, entry.backend, entry.state))
+
+    current_config().on_cache_hit(on_hit)
+    try:
+        assert run(b) == "cached b"
+        assert task("a") == "cached a"
+    finally:
+        current_config().on_cache_hit.remove(on_hit)
+    assert seen == [(b.cache_key, "local", ExecutionState.SUCCEEDED),
+                    (a.cache_key, "local", ExecutionState.SUCCEEDED)]
+
+
+def test_a_plugin_gets_the_events_it_names_and_one_naming_none_gets_all(hits: Any) -> None:
+    from hqs_sdk import hookimpl, run
+    from hqs_sdk.events import listened
+    from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
+
+    _, (a, _) = hits
+    got: dict[str, list[str]] = {"picky": [], "all": []}
+
+    class Picky:
+        @hookimpl
+        def hqs_sdk_on_event(self, event: Any) -> None:
+            got["picky"].append(event.name)
+
+        hqs_sdk_on_event.hqs_sdk_events = frozenset({"progress"})  # type: ignore[attr-defined]
+
+    class All:
+        @hookimpl
+        def hqs_sdk_on_event(self, event: Any) -> None:
+            got["all"].append(event.name)
+
+    from hqs_sdk import current_config
+
+    callbacks = current_config().callbacks
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(Picky(), name="picky")
+    with use_plugin_manager(pm):
+        assert not listened("cache_hit", callbacks) and listened("progress", callbacks)
+        assert run(a) == "cached a"
+    assert got == {"picky": [], "all": []}
+    pm.register(All(), name="all")
+    with use_plugin_manager(pm):
+        assert listened("cache_hit", callbacks)
+        assert run(a) == "cached a"
+    assert got == {"picky": ["cache_hit"], "all": ["cache_hit"]}
+
+
+def test_a_cache_mode_set_in_a_scope_applies_to_the_next_call(hits: Any) -> None:
+    from hqs_sdk import CacheMode, current_config, run, scoped_config
+    from hqs_sdk.errors import NotInCacheError
+
+    _, (a, _) = hits
+    ignored: list[str] = []
+
+    def on_ignored(request: Any, entry: Any, reason: str) -> None:
+        ignored.append(reason)
+
+    assert run(a) == "cached a"
+    current_config().on_cache_ignored(on_ignored)
+    try:
+        with scoped_config(cache_mode=CacheMode.REATTACH_ONLY, disable_submissions=True), \
+                pytest.raises(NotInCacheError):
+            run(a)
+        assert run(a) == "cached a"  # the scope is closed: FULLY_CACHED again
+    finally:
+        current_config().on_cache_ignored.remove(on_ignored)
+    assert ignored == ["REATTACH_ONLY runs finished executions again"]
+
+
+def test_run_many_and_asyncio_wait_on_hits_without_submitting(hits: Any) -> None:
+    import asyncio
+
+    from hqs_sdk import run_many, submit
+
+    task, (a, b) = hits
+    assert run_many([a, b, a], max_workers=2) == ["cached a", "cached b", "cached a"]
+    execution = submit(b)
+    assert execution.done() and execution.from_cache
+    assert execution._future.result() is execution.response()
+    assert asyncio.run(task.aio("a")) == "cached a"
