@@ -304,7 +304,7 @@ def _file_validator(_: Any, __: Any, value: Any) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _normalised(absolute: str) -> str:
-    """``os.path.abspath`` of an absolute path (every cache lookup asks for it)."""
+    """``os.path.abspath`` of an absolute path, remembered (every cache lookup asks for it)."""
     return os.path.normpath(absolute)
 
 
@@ -321,9 +321,11 @@ class FileCacheConfiguration(CacheConfiguration):
         if self.file is None:
             return default_cache_path(self.default_file)
         file = os.fspath(self.file)
+        if not isinstance(file, str):
+            return os.path.abspath(file)
         if os.path.isabs(file):
             return _normalised(file)  # no working directory involved: the same every time
-        return os.path.abspath(file)
+        return _normalised(os.path.join(os.getcwd(), file))  # what abspath does, remembered
 
     def identity(self) -> str:
         return f"{type(self).__name__}:{self.path()}"

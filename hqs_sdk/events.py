@@ -22,6 +22,7 @@ from hqs_sdk.models import CacheEntry, Progress, TaskExecutionRequest, TaskExecu
 
 if TYPE_CHECKING:
     from hqs_sdk.backend import BackendConfiguration
+    from hqs_sdk.plugins import Registry
 
 __all__ = [
     "EVENT_NAMES",
@@ -383,6 +384,19 @@ class Callbacks:
         }
 
 
+def _registry() -> Registry:
+    """The plugins' registry (``hqs_sdk.plugins`` imports this module: imported on first use)."""
+    global _registry_of
+    if _registry_of is None:
+        from hqs_sdk.plugins import registry
+
+        _registry_of = registry
+    return _registry_of()
+
+
+_registry_of: Callable[[], Registry] | None = None
+
+
 def listened(name: str, callbacks: Callbacks) -> bool:
     """Whether a callback or a plugin receives the event ``name`` now.
 
@@ -391,17 +405,13 @@ def listened(name: str, callbacks: Callbacks) -> bool:
     """
     if callbacks.lists[name]._callbacks:
         return True
-    from hqs_sdk.plugins import registry
-
-    return name in registry().event_names
+    return name in _registry().event_names
 
 
 def emit(event: Event, callbacks: Callbacks) -> None:
     """Deliver ``event`` to the callbacks and to the plugins' ``hqs_sdk_on_event`` hooks."""
     callbacks.lists[event.name].fire(event.args)
-    from hqs_sdk.plugins import registry
-
-    found = registry()
+    found = _registry()
     hook = found.event_hook
     if hook is not None and event.name in found.event_names:
         try:

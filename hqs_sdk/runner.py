@@ -77,6 +77,7 @@ __all__ = ["Execution", "run", "run_async", "run_many", "submit"]
 log = logging.getLogger("hqs_sdk")
 R = TypeVar("R")
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _READS = frozenset({CacheMode.FULLY_CACHED, CacheMode.RESTART_FAILED, CacheMode.REATTACH_ONLY})
 
 
@@ -635,6 +636,8 @@ def _unrecord(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None,
 
 
 def _has_urls(value: Any) -> bool:
+    if type(value) in _SCALARS:
+        return False  # no file reference in it (most outputs, and every cache hit asks)
     found = False
 
     def look(location: str) -> str:
