@@ -199,22 +199,15 @@ def decode_entry(text: str | bytes, source: str, key: str | None = None) -> Cach
 
 
 _STATES = {state.value: state for state in ExecutionState}
+_STR = frozenset({str})
+_STR_OR_NONE = frozenset({str, type(None)})
+_FLOAT_OR_NONE = frozenset({float, type(None)})
+_INT_OR_NONE = frozenset({int, type(None)})
+_NO_PROVISIONING = Provisioning()
 
 
 def _datetime(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
-
-
-def _float_or_none(value: Any) -> bool:
-    return value is None or type(value) is float
-
-
-def _int_or_none(value: Any) -> bool:
-    return value is None or type(value) is int
-
-
-def _str_or_none(value: Any) -> bool:
-    return value is None or type(value) is str
 
 
 def _entry_from_json(data: Any) -> CacheEntry | None:
@@ -230,22 +223,24 @@ def _entry_from_json(data: Any) -> CacheEntry | None:
     prov = request["provisioning"]
     response = data["response"]
     state = _STATES[data["state"]]
-    if not (type(data["key"]) is str and type(data["backend"]) is str
-            and type(request["execution_id"]) is str and type(request["task_name"]) is str
-            and type(request["task_version"]) is str and type(request["input"]) is dict
-            and type(request["cache_key"]) is str and _str_or_none(request["task_ref"])
-            and _float_or_none(prov["vcpu"]) and _int_or_none(prov["memory_mb"])
-            and _int_or_none(prov["gpu"]) and _float_or_none(prov["timeout_s"])):
+    vcpu, memory, gpu, timeout = (prov["vcpu"], prov["memory_mb"], prov["gpu"],
+                                  prov["timeout_s"])
+    if not (type(data["key"]) in _STR and type(data["backend"]) in _STR
+            and type(request["execution_id"]) in _STR and type(request["task_name"]) in _STR
+            and type(request["task_version"]) in _STR and type(request["input"]) is dict
+            and type(request["cache_key"]) in _STR and type(request["task_ref"]) in _STR_OR_NONE
+            and type(vcpu) in _FLOAT_OR_NONE and type(memory) in _INT_OR_NONE
+            and type(gpu) in _INT_OR_NONE and type(timeout) in _FLOAT_OR_NONE):
         return None
     built_response = None
     if response is not None:
         metrics = response["metrics"]
-        if not (response["error"] is None and type(response["execution_id"]) is str
-                and type(response["log_tail"]) is str
-                and _float_or_none(metrics["wall_time_s"])
-                and _float_or_none(metrics["cpu_time_s"])
-                and _float_or_none(metrics["peak_memory_mb"])
-                and _float_or_none(metrics["queued_s"])):
+        if not (response["error"] is None and type(response["execution_id"]) in _STR
+                and type(response["log_tail"]) in _STR
+                and type(metrics["wall_time_s"]) in _FLOAT_OR_NONE
+                and type(metrics["cpu_time_s"]) in _FLOAT_OR_NONE
+                and type(metrics["peak_memory_mb"]) in _FLOAT_OR_NONE
+                and type(metrics["queued_s"]) in _FLOAT_OR_NONE):
             return None
         built_response = TaskExecutionResponse(
             response["execution_id"], _STATES[response["state"]], response["output"], None,
@@ -253,13 +248,15 @@ def _entry_from_json(data: Any) -> CacheEntry | None:
             Metrics(metrics["wall_time_s"], metrics["cpu_time_s"], metrics["peak_memory_mb"],
                     metrics["queued_s"], _datetime(metrics["started_at"]),
                     _datetime(metrics["finished_at"])))
+    provisioning = (_NO_PROVISIONING  # immutable: the usual one is shared
+                    if vcpu is None and memory is None and gpu is None and timeout is None
+                    else Provisioning(vcpu, memory, gpu, timeout))
     return CacheEntry(
         data["key"],
         TaskExecutionRequest(
             request["execution_id"], request["task_name"], request["task_version"],
-            request["input"], request["cache_key"],
-            Provisioning(prov["vcpu"], prov["memory_mb"], prov["gpu"], prov["timeout_s"]),
-            request["task_ref"], _datetime(request["created_at"])),
+            request["input"], request["cache_key"], provisioning, request["task_ref"],
+            _datetime(request["created_at"])),
         data["backend"], state, data["handle"], built_response, _datetime(data["updated_at"]))
 
 
