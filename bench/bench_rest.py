@@ -1,4 +1,7 @@
-"""The REST service (hqs-sdk-server, SQLite) and its client, against floors of the same run.
+"""The REST service (hqs-sdk-server) and its client, against floors of the same run.
+
+On SQLite; the submissions and the states round also on PostgreSQL where the machine has it
+(``scripts/test-postgres.sh install``; started as root, as the service's tests start it).
 
 - submissions, one client, one execution per request, sequential: the rate against a bare
   Starlette JSON endpoint on the service's uvicorn settings, hit by the same session, in
@@ -297,14 +300,38 @@ def _floor_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _service(folder: Path) -> Iterator[tuple[Any, str]]:
+def _postgres(folder: Path) -> Iterator[str | None]:
+    """A throw-away PostgreSQL on 127.0.0.1 (``scripts/test-postgres.sh``), its URL; None,
+    with the reason on stderr, where the machine cannot start one."""
+    import glob
+
+    from hqs_sdk_server.testing import running_postgres
+
+    reason = None
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        reason = "no PostgreSQL installed (scripts/test-postgres.sh install, as root)"
+    elif os.geteuid() != 0:
+        reason = "the test PostgreSQL is started as root"
+    if reason:
+        print(f"rest: no PostgreSQL figures: {reason}", file=sys.stderr)
+        yield None
+        return
+    script = Path(__file__).resolve().parents[1] / "scripts" / "test-postgres.sh"
+    with running_postgres(folder, script) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _service(folder: Path, database_url: str | None = None) -> Iterator[tuple[Any, str]]:
     """The real service, executions queued behind --max-running 1; yields it and a token.
+    ``database_url``: a PostgreSQL server, on which it gets a new database (else SQLite).
 
     Every execution is cancelled before it stops, so no worker outlives it.
     """
-    from hqs_sdk_server.testing import running_service
+    from hqs_sdk_server.testing import new_database, running_service
 
-    with running_service(folder, max_running=1) as service:
+    database = new_database(database_url) if database_url else None
+    with running_service(folder, max_running=1, database_url=database) as service:
         token = service.token("bench")
         try:
             yield service, token
@@ -338,14 +365,15 @@ def _percentile(values: list[float], p: int) -> float:
 # -- 1. submissions ----------------------------------------------------------------------------
 
 
-def _submissions(folder: Path, floor_url: str, blocks: int, per_block: int) -> dict[str, Any]:
+def _submissions(folder: Path, floor_url: str, blocks: int, per_block: int,
+                 database_url: str | None = None) -> dict[str, Any]:
     from hqs_sdk_rest import Client, wire
 
     from hqs_sdk.serialization import converter
     from hqs_sdk.testing import tasks
     from hqs_sdk.testing.backend_contract import make_request
 
-    with _service(folder) as (service, token):
+    with _service(folder, database_url) as (service, token):
         client = Client(url=service.url, token=token)
         session = client.session
         count = blocks * per_block + 5
@@ -381,8 +409,9 @@ def _submissions(folder: Path, floor_url: str, blocks: int, per_block: int) -> d
 # -- 2. polling ----------------------------------------------------------------------------------
 
 
-def _polling(folder: Path, floor_url: str, pending: int, rounds: int) -> dict[str, Any]:
-    with _service(folder) as (service, token):
+def _polling(folder: Path, floor_url: str, pending: int, rounds: int,
+             database_url: str | None = None) -> dict[str, Any]:
+    with _service(folder, database_url) as (service, token):
         out = subprocess.run([sys.executable, "-c", POLL, service.url, token, floor_url,
                               str(pending), str(rounds), str(SLEEP_S)],
                              check=True, capture_output=True, text=True, timeout=900).stdout
@@ -482,38 +511,54 @@ def _files(folder: Path, floor_url: str, size: int, repeats: int) -> dict[str, A
 # -- the figures ---------------------------------------------------------------------------------
 
 
+def _request_rows(database: str, submitted: dict[str, Any], polled: dict[str, Any],
+                  pending: int) -> list[dict[str, Any]]:
+    """The figures of the submissions and the polling rounds on one database."""
+    service, bare = submitted["service"], submitted["floor"]
+    return [
+        result(f"rest{database}: submissions/s ({service['count']}, one per request)",
+               service["rate"], "/s", bare["rate"], 0.7,
+               f"floor = bare Starlette JSON endpoint, same uvicorn: p50 "
+               f"{bare['p50'] * 1000:.2f} ms, p99 {bare['p99'] * 1000:.2f} ms",
+               at_least=True),
+        result(f"rest{database}: submission latency p99", service["p99"] * 1000, "ms", None,
+               5.0, f"p50 {service['p50'] * 1000:.2f} ms"),
+        result(f"rest{database}: requests per poll round ({pending:,} pending)",
+               polled["requests"] / polled["rounds"], "", None, 1.0,
+               f"{polled['rounds']} rounds of {polled['sizes']} ids: {polled['paths']}"),
+        result(f"rest{database}: states round for {pending:,} ids", polled["round_s"] * 1000,
+               "ms", polled["floor_s"] * 1000, 2.0,
+               f"floor = bare endpoint answering {pending:,} ids; {pending:,} submitted via "
+               f"hqs_sdk.submit in {polled['submit_s']:.1f} s, "
+               f"{polled['submit_requests']} requests; client peak {polled['peak_mb']:.0f} MB"),
+    ]
+
+
 def run(samples: int) -> list[dict[str, Any]]:
     quick = samples < 21
     blocks, per_block = samples, 20
     pending, rounds = 1000, (10 if quick else 30)
     size = (256 if quick else 1024) * MiB
     repeats = 1 if quick else 7
+    records = []
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp, _floor_server() as floor:
         folder = Path(tmp)
         submitted = _submissions(folder / "submit", floor, blocks, per_block)
         polled = _polling(folder / "poll", floor, pending, rounds)
+        records += _request_rows("", submitted, polled, pending)
+        with _postgres(folder / "postgres") as postgres:
+            if postgres is not None:
+                submitted = _submissions(folder / "pg-submit", floor, blocks, per_block,
+                                         postgres)
+                polled = _polling(folder / "pg-poll", floor, pending, rounds, postgres)
+                records += _request_rows(" (PostgreSQL)", submitted, polled, pending)
         moved = _files(folder / "files", floor, size, repeats)
 
-    service, bare = submitted["service"], submitted["floor"]
     mib = size / MiB
     raw_rate = mib / moved["raw_s"]
     size_name = f"{size // MiB} MiB" if size < 1024 * MiB else f"{size // (1024 * MiB)} GiB"
     return [
-        result(f"rest: submissions/s ({service['count']}, one per request)",
-               service["rate"], "/s", bare["rate"], 0.4,
-               f"floor = bare Starlette JSON endpoint, same uvicorn: p50 "
-               f"{bare['p50'] * 1000:.2f} ms, p99 {bare['p99'] * 1000:.2f} ms",
-               at_least=True),
-        result("rest: submission latency p99", service["p99"] * 1000, "ms", None, 10.0,
-               f"p50 {service['p50'] * 1000:.2f} ms"),
-        result(f"rest: requests per poll round ({pending:,} pending)",
-               polled["requests"] / polled["rounds"], "", None, 1.0,
-               f"{polled['rounds']} rounds of {polled['sizes']} ids: {polled['paths']}"),
-        result(f"rest: states round for {pending:,} ids", polled["round_s"] * 1000, "ms",
-               polled["floor_s"] * 1000, None,
-               f"floor = bare endpoint answering {pending:,} ids; {pending:,} submitted via "
-               f"hqs_sdk.submit in {polled['submit_s']:.1f} s, "
-               f"{polled['submit_requests']} requests; client peak {polled['peak_mb']:.0f} MB"),
+        *records,
         result(f"rest: upload {size_name} (Client.upload)", mib / moved["upload_s"], "MiB/s",
                raw_rate, 0.5, f"floor = raw socket copy file->file over 127.0.0.1, "
                f"{moved['raw_s']:.2f} s", at_least=True),
