@@ -303,15 +303,9 @@ def _floor_server() -> Iterator[str]:
 def _postgres(folder: Path) -> Iterator[str | None]:
     """A throw-away PostgreSQL on 127.0.0.1 (``scripts/test-postgres.sh``), its URL; None,
     with the reason on stderr, where the machine cannot start one."""
-    import glob
+    from hqs_sdk_server.testing import postgres_missing, running_postgres
 
-    from hqs_sdk_server.testing import running_postgres
-
-    reason = None
-    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
-        reason = "no PostgreSQL installed (scripts/test-postgres.sh install, as root)"
-    elif os.geteuid() != 0:
-        reason = "the test PostgreSQL is started as root"
+    reason = postgres_missing()
     if reason:
         print(f"rest: no PostgreSQL figures: {reason}", file=sys.stderr)
         yield None

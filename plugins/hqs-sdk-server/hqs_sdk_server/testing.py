@@ -22,7 +22,8 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["Pages", "Service", "readable_by_another_user", "running_service", "serving_pages"]
+__all__ = ["Pages", "Service", "postgres_missing", "readable_by_another_user", "running_service",
+           "serving_pages"]
 
 
 def _free_port() -> int:
@@ -120,6 +121,17 @@ def running_service(data_dir: Path, *, database_url: str | None = None,
         yield service
     finally:
         service.stop()
+
+
+def postgres_missing() -> str | None:
+    """Why :func:`running_postgres` cannot start a server on this machine, or None."""
+    import glob
+
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return "needs PostgreSQL (run `scripts/test-postgres.sh install` as root)"
+    if os.geteuid() != 0:
+        return "the test PostgreSQL is started as root (it runs as the postgres user)"
+    return None
 
 
 @contextmanager

@@ -6,7 +6,6 @@ the reason; under CI (``CI=true``) they fail instead, because CI installs it.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,13 +22,9 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from hqs_sdk_server.testing import running_postgres
+    from hqs_sdk_server.testing import postgres_missing, running_postgres
 
-    reason = None
-    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
-        reason = "needs PostgreSQL (run `scripts/test-postgres.sh install` as root)"
-    elif os.geteuid() != 0:
-        reason = "the test PostgreSQL is started as root (it runs as the postgres user)"
+    reason = postgres_missing()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL cannot start under CI: {reason}")
