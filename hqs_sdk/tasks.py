@@ -47,6 +47,14 @@ def _serialization() -> Any:
 
 
 @functools.cache
+def _runner() -> Any:
+    """``hqs_sdk.runner``, imported on first use (this module is imported by it)."""
+    import hqs_sdk.runner
+
+    return hqs_sdk.runner
+
+
+@functools.cache
 def _cache_key_from_canonical() -> Callable[[str, str, bytes], str]:
     from hqs_sdk.cache_key import cache_key_from_canonical
 
@@ -325,9 +333,7 @@ class Task(Generic[R]):
                             gpu=self.default_gpu, timeout_s=timeout)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
-        from hqs_sdk.runner import run
-
-        return run(self.bind(*args, **kwargs))
+        return _runner().run(self.bind(*args, **kwargs))
 
     def submit(self, *args: Any, **kwargs: Any) -> Execution[R]:
         """Start (or re-attach to, or take from the cache) one execution; do not wait."""
