@@ -854,9 +854,20 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
 
     from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 
-    with ThreadPoolExecutor(max_workers=max_workers or min(32, len(calls)),
-                            thread_name_prefix="hqs-sdk-submit") as pool:
-        started = list(pool.map(start, calls))
+    # Each worker takes the next call in turn (a shared counter, no Future per call): cache
+    # hits cost little more than in a plain loop, and a slow submission holds up one worker.
+    workers = max_workers or min(32, len(calls))
+    slots: list[Execution[Any] | BaseException | None] = [None] * len(calls)
+    turn = itertools.count()
+
+    def work() -> None:
+        while (index := next(turn)) < len(calls):
+            slots[index] = start(calls[index])
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hqs-sdk-submit") as pool:
+        for worker in [pool.submit(work) for _ in range(workers)]:
+            worker.result()
+    started = [item for item in slots if item is not None]
     for item in started:
         if isinstance(item, dry_run.PlanStop):
             # A dry run: the whole batch is recorded (in its order); the script stops here.
@@ -871,10 +882,11 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
                 raise item
     try:
         with _Waiting(executions):
+            pending = [e for e in executions if not e.done()]  # hits need no future
             if return_exceptions:
-                wait([e._future for e in executions])
+                wait([e._future for e in pending])
             else:
-                by_future = {e._future: e for e in executions}
+                by_future = {e._future: e for e in pending}
                 for future in as_completed(by_future):
                     by_future[future].result()  # raises the first failure that arrives
         results: list[Any] = []

@@ -311,3 +311,31 @@ def test_run_many_and_asyncio_wait_on_hits_without_submitting(hits: Any) -> None
     assert execution.done() and execution.from_cache
     assert execution._future.result() is execution.response()
     assert asyncio.run(task.aio("a")) == "cached a"
+
+
+@pytest.mark.parametrize("max_workers", [1, 3, None])
+def test_run_many_over_hits_keeps_the_order_and_runs_each_call_once(
+        hits: Any, max_workers: int | None) -> None:
+    from hqs_sdk import current_config, run_many
+    from hqs_sdk.errors import NotInCacheError, TaskError
+
+    task, (a, b) = hits
+    seen: list[str] = []
+
+    def on_hit(request: Any) -> None:
+        seen.append(request.cache_key)
+
+    current_config().on_cache_hit(on_hit)
+    calls = [a, b] * 20 + [task.bind("missing")]
+    try:
+        from hqs_sdk import scoped_config
+
+        with scoped_config(disable_submissions=True):
+            out = run_many(calls, max_workers=max_workers, return_exceptions=True)
+            with pytest.raises(NotInCacheError):
+                run_many(calls, max_workers=max_workers)
+    finally:
+        current_config().on_cache_hit.remove(on_hit)
+    assert out[:-1] == ["cached a", "cached b"] * 20
+    assert isinstance(out[-1], NotInCacheError) and not isinstance(out[-1], TaskError)
+    assert sorted(seen[:40]) == sorted([a.cache_key, b.cache_key] * 20)
