@@ -172,7 +172,7 @@ def decode_entry(text: str | bytes, source: str, key: str | None = None) -> Cach
     data), the exception it is raised from says more.
     """
     try:
-        data = json.loads(text)
+        data = _loads(text)
         try:
             entry = _entry_from_json(data)
         except Exception:  # anything unusual: cattrs decides, with its checks and messages
@@ -196,6 +196,23 @@ def decode_entry(text: str | bytes, source: str, key: str | None = None) -> Cach
             f"the entry with {remedy} (the call then runs again), or move the cache file aside "
             "to start afresh."
         ) from exc
+
+
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads`` for the text :func:`encode_entry` writes, without its wrapper's checks
+    for leading and trailing whitespace; anything else goes through ``json.loads`` (and its
+    error messages)."""
+    if type(text) is str and text[:1] == "{":
+        try:
+            data, end = _scan(text, 0)
+        except (StopIteration, ValueError):
+            data, end = None, -1
+        if end == len(text):
+            return data
+    return json.loads(text)
 
 
 _STATES = {state.value: state for state in ExecutionState}

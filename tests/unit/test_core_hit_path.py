@@ -8,6 +8,7 @@ must agree on everything the fast path accepts and refuse the same broken entrie
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -339,3 +340,19 @@ def test_run_many_over_hits_keeps_the_order_and_runs_each_call_once(
     assert out[:-1] == ["cached a", "cached b"] * 20
     assert isinstance(out[-1], NotInCacheError) and not isinstance(out[-1], TaskError)
     assert sorted(seen[:40]) == sorted([a.cache_key, b.cache_key] * 20)
+
+
+@pytest.mark.parametrize("text", [
+    ' {"key": 1}', '{"key": 1} ', '{"key": 1}{}', '{"key": ', '{"k": NaN}', "[]", "",
+    b'{"key": 1}', '{"k": "\\ud800"}',
+])
+def test_the_entry_text_parses_as_json_loads_parses_it(text: str | bytes) -> None:
+    from hqs_sdk.cache import _loads
+
+    try:
+        expected = json.loads(text)
+    except json.JSONDecodeError as exc:
+        with pytest.raises(json.JSONDecodeError, match=re.escape(str(exc))):
+            _loads(text)
+    else:
+        assert _loads(text) == expected  # json parses every NaN to one float object
