@@ -78,7 +78,9 @@ log = logging.getLogger("hqs_sdk")
 R = TypeVar("R")
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_READS = frozenset({CacheMode.FULLY_CACHED, CacheMode.RESTART_FAILED, CacheMode.REATTACH_ONLY})
+# The modes that read the cache. A tuple: ``in`` finds a member by identity, where a set would
+# hash the enum in Python on every call.
+_READS = (CacheMode.FULLY_CACHED, CacheMode.RESTART_FAILED, CacheMode.REATTACH_ONLY)
 
 
 def _now() -> datetime:
