@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from typing import IO, Any, NamedTuple
 
-__all__ = ["FILEREF_KEY", "FileOpenerSpec", "FileRef", "map_filerefs"]
+__all__ = ["FILEREF_KEY", "FileOpenerSpec", "FileRef", "locations", "map_filerefs"]
 
 FILEREF_KEY = "$fileref"
 _CHUNK = 1 << 20
@@ -165,3 +165,15 @@ def map_filerefs(value: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(value, list):
         return [map_filerefs(v, fn) for v in value]
     return value
+
+
+def locations(value: Any) -> list[str]:
+    """The location of every file reference in a JSON value, in document order."""
+    found: list[str] = []
+
+    def note(location: str) -> str:
+        found.append(location)
+        return location
+
+    map_filerefs(value, note)
+    return found

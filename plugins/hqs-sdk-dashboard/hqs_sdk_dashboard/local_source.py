@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from hqs_sdk.cache import Cache, CacheConfiguration, FileCacheConfiguration
-from hqs_sdk.fileref import map_filerefs
+from hqs_sdk.fileref import locations
 from hqs_sdk.models import CacheEntry, ExecutionState, TaskExecutionResponse
 from hqs_sdk.serialization import converter
 from hqs_sdk_dashboard.source import (
@@ -347,10 +347,10 @@ class CacheSource:
         response = item.entry.response
         if response is None:
             return None
-        locations = _locations(response.output)
-        if not 0 <= index < len(locations):
+        found = locations(response.output)
+        if not 0 <= index < len(found):
             return None
-        location = locations[index]
+        location = found[index]
         if "://" in location and not location.startswith("file://"):
             return None
         path = location.removeprefix("file://")
@@ -415,22 +415,11 @@ def _jsonable(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(key)
 
 
-def _locations(value: Any) -> list[str]:
-    found: list[str] = []
-
-    def collect(location: str) -> str:
-        found.append(location)
-        return location
-
-    map_filerefs(value, collect)
-    return found
-
-
 def _links(execution_id: str, output: Any, urls_ok: bool = True) -> list[FileLink]:
     from urllib.parse import quote
 
     links = []
-    for index, location in enumerate(_locations(output)):
+    for index, location in enumerate(locations(output)):
         name = location.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or f"file {index + 1}"
         if "://" in location and not location.startswith("file://"):
             if location.startswith(("http://", "https://")) and urls_ok:

@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 
 from hqs_sdk.errors import ConfigurationError, HqsSdkError
+from hqs_sdk.fileref import locations
 
 __all__ = [
     "HINT_AGE_S",
@@ -200,20 +201,6 @@ def scan(executions_dir: str, now: float | None = None) -> list[ExecutionFolder]
     return found
 
 
-def _locations(value: Any) -> list[str]:
-    """The locations of every file reference in a JSON value."""
-    from hqs_sdk.fileref import map_filerefs
-
-    found: list[str] = []
-
-    def note(location: str) -> str:
-        found.append(location)
-        return location
-
-    map_filerefs(value, note)
-    return found
-
-
 def _execution_of(location: str, roots: tuple[str, ...]) -> str | None:
     """The execution id whose folder holds ``location``, when it is under one of ``roots``."""
     if location.startswith("file://"):
@@ -262,10 +249,10 @@ def cache_references(executions_dir: str, caches: Iterable[Any]) -> dict[str, st
                     handle = entry.handle
                     if isinstance(handle, dict) and isinstance(handle.get("dir"), str):
                         found.add(_execution_of(handle["dir"], roots))
-                for location in _locations(entry.request.input):
+                for location in locations(entry.request.input):
                     found.add(_execution_of(location, roots))
                 if entry.response is not None:
-                    for location in _locations(entry.response.output):
+                    for location in locations(entry.response.output):
                         found.add(_execution_of(location, roots))
                 for execution_id in found:
                     if execution_id:
