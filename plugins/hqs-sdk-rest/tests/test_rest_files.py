@@ -220,7 +220,7 @@ def test_a_forked_child_remembers_uploads_through_its_own_connection(tmp_path: P
     pid = os.fork()
     if pid == 0:  # the child: its memo is a new one on the same file
         child = uploads.default_memo()
-        ok = child is not parent and child.get(url, str(local), stat) == "a" * 32
+        ok = child.memo is not parent.memo and child.get(url, str(local), stat) == "a" * 32
         child.put(url, str(local), stat, stat, time.time_ns(), "b" * 32)
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
