@@ -259,3 +259,8 @@ def hqs_sdk_on_event(event: Any) -> None:
         display.started(event)
     elif name == "waiting_ended":
         display.ended(event)
+
+
+# Only these events: the core then builds no event object for a cache hit on our account.
+hqs_sdk_on_event.hqs_sdk_events = frozenset(  # type: ignore[attr-defined]
+    {"progress", "waiting_started", "waiting_ended"})

@@ -153,6 +153,11 @@ def hqs_sdk_on_event(event: Event) -> None:
 
     Called in the thread where the event happens; keep it quick and do not raise.
 
+    An implementation may name the events it wants in an attribute ``hqs_sdk_events`` (a set
+    of event names). When every installed implementation does, the core does not even build
+    the other events (a cache hit then costs less); without the attribute a plugin receives
+    every event.
+
     Example::
 
         from hqs_sdk import hookimpl
@@ -161,6 +166,8 @@ def hqs_sdk_on_event(event: Event) -> None:
         def hqs_sdk_on_event(event):
             if event.name == "finished":
                 print(event.request.task_name, event.response.state.value)
+
+        hqs_sdk_on_event.hqs_sdk_events = {"finished"}
     """
 
 
