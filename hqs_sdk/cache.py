@@ -44,6 +44,7 @@ __all__ = [
     "decode_entry",
     "default_cache_path",
     "encode_entry",
+    "is_claimable",
     "open_cache",
     "recorded_caches",
 ]
@@ -114,7 +115,7 @@ class Cache(abc.ABC):
         """
         with _claim_lock(self):
             stored = self.get(entry.key)
-            if not _is_claimable(stored, replaces):
+            if not is_claimable(stored, replaces):
                 return stored
             self.put(entry)
             return None
@@ -123,8 +124,12 @@ class Cache(abc.ABC):
         """Release files and connections."""
 
 
-def _is_claimable(stored: CacheEntry | None, replaces: CacheEntry | None) -> bool:
-    """Whether :meth:`Cache.claim` may write over ``stored`` when the caller saw ``replaces``."""
+def is_claimable(stored: CacheEntry | None, replaces: CacheEntry | None) -> bool:
+    """Whether :meth:`Cache.claim` may write over ``stored`` when the caller saw ``replaces``.
+
+    For cache plugins that implement ``claim`` atomically in their store: read the stored
+    entry inside the store's transaction or lock, ask this, then write or return it.
+    """
     if stored is None:
         return True  # also when ``replaces`` was deleted meanwhile: None must mean "stored"
     return replaces is not None and (
@@ -386,7 +391,7 @@ class MemoryCache(Cache):
             stored_text = self._store.get(entry.key)
             stored = (None if stored_text is None
                       else decode_entry(stored_text, "in memory", entry.key))
-            if not _is_claimable(stored, replaces):
+            if not is_claimable(stored, replaces):
                 return stored
             self._store[entry.key] = text
             return None

@@ -51,9 +51,9 @@ from hqs_sdk.cache import (
     Cache,
     CacheConfiguration,
     FileCacheConfiguration,
-    _is_claimable,
     decode_entry,
     encode_entry,
+    is_claimable,
 )
 from hqs_sdk.errors import CacheCorruptError, CacheError
 from hqs_sdk.models import CacheEntry
@@ -503,7 +503,7 @@ class ShelveCache(Cache):
 
         def claim() -> CacheEntry | None:
             stored = self._read(entry.key)
-            if not _is_claimable(stored, replaces):
+            if not is_claimable(stored, replaces):
                 return stored
             self._append(entry.key, value)
             return None

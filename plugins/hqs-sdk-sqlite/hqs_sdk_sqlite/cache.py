@@ -34,9 +34,9 @@ from hqs_sdk.cache import (
     Cache,
     CacheConfiguration,
     FileCacheConfiguration,
-    _is_claimable,
     decode_entry,
     encode_entry,
+    is_claimable,
 )
 from hqs_sdk.errors import CacheCorruptError, CacheError
 from hqs_sdk.models import CacheEntry
@@ -296,7 +296,7 @@ class SQLiteCache(Cache):
         try:
             row = conn.execute("SELECT data FROM entries WHERE key = ?", (entry.key,)).fetchone()
             stored = None if row is None else decode_entry(row[0], self.path, entry.key)
-            if not _is_claimable(stored, replaces):
+            if not is_claimable(stored, replaces):
                 conn.execute("ROLLBACK")
                 return stored
             self._write(conn, entry)
