@@ -192,30 +192,13 @@ def service(tmp_path: Path, env: dict[str, str]) -> Iterator[Any]:
     testing = pytest.importorskip("hqs_sdk_server.testing")
 
     class UIService(testing.Service):  # type: ignore[name-defined]
-        def start(self, timeout: float = 60.0) -> None:
-            command = [sys.executable, "-m", "hqs_sdk_server.cli", "serve", "--data-dir",
-                       str(self.data_dir), "--port", str(self.port), "--max-running", "4",
-                       "--tasks-from", "hqs_sdk.testing.tasks"]
-            log = open(self.data_dir / "service.log", "ab")  # noqa: SIM115 - the child keeps it
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-            log.close()
-            deadline = time.monotonic() + timeout
-            import socket
-
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the service exited at start:\n{self.log[-4000:]}")
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                        return
-                except OSError:
-                    time.sleep(0.05)
-            self.stop()
-            raise RuntimeError(f"the service did not listen:\n{self.log[-4000:]}")
+        def env(self) -> dict[str, str]:
+            return env  # the test's own XDG folders, as the scripts have them
 
     data_dir = tmp_path / "service"
     data_dir.mkdir()
-    ui_service = UIService(data_dir, testing._free_port(), None, [])
+    ui_service = UIService(data_dir, testing._free_port(), None,
+                           ["--max-running", "4", "--tasks-from", "hqs_sdk.testing.tasks"])
     ui_service.start()
     try:
         yield ui_service
