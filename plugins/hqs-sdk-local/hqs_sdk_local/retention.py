@@ -37,6 +37,7 @@ import attrs
 
 from hqs_sdk.errors import ConfigurationError, HqsSdkError
 from hqs_sdk.fileref import locations
+from hqs_sdk_local.backend import _lock_is_free
 
 __all__ = [
     "HINT_AGE_S",
@@ -147,27 +148,12 @@ def _disk_usage(path: str) -> int:
     return total
 
 
-def _lock_held(folder: str) -> bool:
-    """True when a worker holds the execution's lock (takes and drops it at once)."""
-    try:
-        fd = os.open(os.path.join(folder, "lock"), os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def _state(folder: str, names: set[str], last_change: float, now: float) -> str:
     if "response.json" in names or "result.json" in names:
         return "finished"
     if "submitted" not in names and "pid" not in names and now - last_change < SUBMIT_GRACE_S:
         return "active"  # a client is submitting it right now: never touch its lock
-    if _lock_held(folder):
+    if not _lock_is_free(folder):
         return "active"
     return "lost"
 
