@@ -6,9 +6,8 @@ without a connection (address literals, or a resolver that the test replaces).
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,37 +16,14 @@ import pytest
 from hqs_sdk._remote_files import POLICY_ENV, FetchPolicy, FetchRefused, open_url
 from hqs_sdk.errors import HqsSdkError
 from hqs_sdk.fileref import FileRef
-
-Pages = dict[str, tuple[int, dict[str, str], bytes]]
+from hqs_sdk.testing.web import Pages, serving_pages
 
 
 @pytest.fixture
 def web() -> Iterator[Callable[[Pages], str]]:
     """Starts web servers on 127.0.0.1 serving the given pages; returns the base URL."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(pages: Pages) -> str:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, headers, body = pages.get(self.path, (404, {}, b"no such page"))
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with contextlib.ExitStack() as stack:
+        yield lambda pages: stack.enter_context(serving_pages(pages))
 
 
 @pytest.mark.parametrize("address", [

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import attrs
 
+from hqs_sdk.testing.web import Pages, serving_pages
+
 __all__ = ["Pages", "Service", "postgres_missing", "readable_by_another_user", "running_service",
            "serving_pages"]
 
@@ -166,38 +168,6 @@ def new_database(url: str) -> str:
     finally:
         engine.dispose()
     return url.rsplit("/", 1)[0] + "/" + name
-
-
-#: Fixed pages by path: (status, headers, body).
-Pages = dict[str, tuple[int, dict[str, str], bytes]]
-
-
-@contextmanager
-def serving_pages(pages: Pages) -> Iterator[str]:
-    """A small web server on 127.0.0.1 serving ``pages`` (anything else is a 404), for tests
-    of what the service and its workers fetch; yields its base URL."""
-    import http.server
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, headers, body = pages.get(self.path, (404, {}, b"no such page"))
-            self.send_response(status)
-            for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 _PEEK = """
