@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 from importlib import metadata
+from typing import Any
 
 OWN_PREFIX = "hqs-sdk"
 
@@ -70,20 +71,66 @@ def closures() -> dict[str, set[str]]:
     return result
 
 
+def _run_pip_audit() -> dict[str, Any] | None:
+    """pip-audit's JSON report on this environment, or None (said on stderr) if it failed."""
+    audit = subprocess.run(
+        [sys.executable, "-m", "pip_audit", "--format", "json", "--progress-spinner", "off",
+         "--skip-editable"], capture_output=True, text=True, timeout=1800)
+    try:
+        report: dict[str, Any] = json.loads(audit.stdout)
+    except ValueError:
+        print(f"audit: pip-audit failed (exit {audit.returncode}):\n{audit.stderr}",
+              file=sys.stderr)
+        return None
+    return report
+
+
+def _report_distribution(name: str, dist_deps: set[str], deps: dict[str, Any],
+                         unaudited: list[str]) -> list[str]:
+    """Print one distribution's audit summary and vulnerabilities; return those with a fix."""
+    lines = []
+    fixable = []
+    for dep in sorted(dist_deps):
+        for vuln in (deps.get(dep) or {}).get("vulns", []):
+            fix = ", ".join(vuln.get("fix_versions") or []) or "no fix yet"
+            lines.append(f"    {dep} {deps[dep]['version']}: {vuln['id']} (fixed in: {fix})")
+            if vuln.get("fix_versions"):
+                fixable.append(f"{dep} {deps[dep]['version']} {vuln['id']}")
+    audited = len(dist_deps) - len([d for d in dist_deps if d in unaudited])
+    missing = len(dist_deps) - audited
+    print(f"audit: {name}: {audited} of {len(dist_deps)} packages audited"
+          + (f" ({missing} NOT audited)" if missing else "")
+          + f", {len(lines)} known vulnerabilities among the audited")
+    if lines:
+        print("\n".join(lines))
+    return fixable
+
+
+def _not_audited(unaudited: list[str], third_party: set[str], deps: dict[str, Any]) -> int:
+    """Say which packages went unaudited and why; return 3 if the audit is required, else 0."""
+    reasons = {deps[n]["skip_reason"].split(":")[0] if n in deps else "not in the report"
+               for n in unaudited}
+    print("audit: NOT RUN for " + f"{len(unaudited)} of {len(third_party)} packages "
+          f"({', '.join(unaudited[:8])}{', ...' if len(unaudited) > 8 else ''}): "
+          f"{'; '.join(sorted(reasons))}. pip-audit's vulnerability service (PyPI's "
+          "per-version JSON API, or OSV) is not reachable from this machine, so these "
+          "packages were NOT checked for known vulnerabilities. Run `tox -e audit` where "
+          "it is reachable.", file=sys.stderr)
+    if os.environ.get("HQS_AUDIT_REQUIRED") == "1":
+        return 3
+    print("audit: not failing on the network (set HQS_AUDIT_REQUIRED=1 to fail here).",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """``audit.py [--report PIP_AUDIT_JSON]``: with a saved report, judge that instead."""
     if argv[:1] == ["--report"] and len(argv) == 2:
         with open(argv[1]) as f:
             report = json.load(f)
     else:
-        audit = subprocess.run(
-            [sys.executable, "-m", "pip_audit", "--format", "json", "--progress-spinner", "off",
-             "--skip-editable"], capture_output=True, text=True, timeout=1800)
-        try:
-            report = json.loads(audit.stdout)
-        except ValueError:
-            print(f"audit: pip-audit failed (exit {audit.returncode}):\n{audit.stderr}",
-                  file=sys.stderr)
+        report = _run_pip_audit()
+        if report is None:
             return 2
     deps = {_canonical(d["name"]): d for d in report.get("dependencies", [])}
     per_dist = closures()
@@ -91,39 +138,14 @@ def main(argv: list[str]) -> int:
     unaudited = sorted(n for n in third_party if n not in deps or deps[n].get("skip_reason"))
     fixable: list[str] = []
     for name, dist_deps in per_dist.items():
-        lines = []
-        for dep in sorted(dist_deps):
-            for vuln in (deps.get(dep) or {}).get("vulns", []):
-                fix = ", ".join(vuln.get("fix_versions") or []) or "no fix yet"
-                lines.append(f"    {dep} {deps[dep]['version']}: {vuln['id']} (fixed in: {fix})")
-                if vuln.get("fix_versions"):
-                    fixable.append(f"{dep} {deps[dep]['version']} {vuln['id']}")
-        audited = len(dist_deps) - len([d for d in dist_deps if d in unaudited])
-        missing = len(dist_deps) - audited
-        print(f"audit: {name}: {audited} of {len(dist_deps)} packages audited"
-              + (f" ({missing} NOT audited)" if missing else "")
-              + f", {len(lines)} known vulnerabilities among the audited")
-        if lines:
-            print("\n".join(lines))
+        fixable += _report_distribution(name, dist_deps, deps, unaudited)
     if fixable:
         print("audit: FAILED: known vulnerabilities with a fix: " + "; ".join(sorted(
             set(fixable))) + ". Upgrade them (and raise the lower bound in setup.cfg).",
             file=sys.stderr)
         return 1
     if unaudited:
-        reasons = {deps[n]["skip_reason"].split(":")[0] if n in deps else "not in the report"
-                   for n in unaudited}
-        print("audit: NOT RUN for " + f"{len(unaudited)} of {len(third_party)} packages "
-              f"({', '.join(unaudited[:8])}{', ...' if len(unaudited) > 8 else ''}): "
-              f"{'; '.join(sorted(reasons))}. pip-audit's vulnerability service (PyPI's "
-              "per-version JSON API, or OSV) is not reachable from this machine, so these "
-              "packages were NOT checked for known vulnerabilities. Run `tox -e audit` where "
-              "it is reachable.", file=sys.stderr)
-        if os.environ.get("HQS_AUDIT_REQUIRED") == "1":
-            return 3
-        print("audit: not failing on the network (set HQS_AUDIT_REQUIRED=1 to fail here).",
-              file=sys.stderr)
-        return 0
+        return _not_audited(unaudited, third_party, deps)
     print("audit: no known vulnerability with a fix in any distribution's requirements")
     return 0
 
