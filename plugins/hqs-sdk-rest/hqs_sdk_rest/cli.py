@@ -144,7 +144,7 @@ def _read_token(url: str, from_stdin: bool) -> str:
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
-    from hqs_sdk_rest import wire
+    from hqs_sdk import wire
     from hqs_sdk_rest.client import Client
 
     url = args.url or os.environ.get("HQS_SDK_URL") or _saved_url()

@@ -29,6 +29,7 @@ from urllib.parse import quote
 import requests
 import tenacity
 
+from hqs_sdk import wire
 from hqs_sdk.backend import BackendStatus
 from hqs_sdk.errors import (
     BackendError,
@@ -38,7 +39,7 @@ from hqs_sdk.errors import (
 )
 from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
-from hqs_sdk_rest import uploads, wire
+from hqs_sdk_rest import uploads
 from hqs_sdk_rest.config import BackendConfigurationREST, resolve
 
 __all__ = ["Client", "NotFinished", "NotFound"]

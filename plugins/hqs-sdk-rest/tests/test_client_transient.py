@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import requests
 import responses
-from hqs_sdk_rest import Client, wire
+from hqs_sdk_rest import Client
 
+from hqs_sdk import wire
 from hqs_sdk.cli import build_parser
 from hqs_sdk.errors import (
     BackendRejectedError,

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 import responses
-from hqs_sdk_rest import BackendConfigurationREST, Client, wire
+from hqs_sdk_rest import BackendConfigurationREST, Client
 from hqs_sdk_rest.backend import RESTBackend
 from hqs_sdk_server.testing import Service
 
+from hqs_sdk import wire
 from hqs_sdk.backend import BackendStatus
 from hqs_sdk.errors import BackendError
 from hqs_sdk.models import ExecutionState, Progress

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hqs_sdk_rest.wire import ROUTES, openapi_document
+from hqs_sdk.wire import ROUTES, openapi_document
 
 
 def test_every_json_body_route_declares_415_and_no_other_does() -> None:
