@@ -33,6 +33,9 @@ __all__ = ["RESTBackend"]
 class RESTBackend(Backend):
     """See the module docstring."""
 
+    #: Executions run on a service, not here: a service must not offer this backend to run
+    #: its own executions (it would send them to a service again).
+    delegates_to_service = True
     poll_interval_min = 0.1
     poll_interval_max = 5.0
     retry_seconds = 300.0

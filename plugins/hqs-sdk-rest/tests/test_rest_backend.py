@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hqs_sdk_rest import BackendConfigurationREST, Client
+from hqs_sdk_rest import BackendConfigurationREST, Client, RESTBackend
 from hqs_sdk_server.testing import Service, running_service
 
 from hqs_sdk import run_many
@@ -39,3 +39,8 @@ def test_calls_run_on_the_service(hqs_config: Any, rest_config: BackendConfigura
     assert tasks.add(2, 3) == 5
     assert run_many([tasks.add.bind(i, 1) for i in range(20)]) == [i + 1 for i in range(20)]
     assert Client(config=rest_config).whoami().user == "alice"
+
+
+def test_the_backend_declares_that_it_delegates_to_a_service() -> None:
+    """A service reads this to refuse the ``rest`` backend for its own executions."""
+    assert RESTBackend.delegates_to_service is True
