@@ -21,6 +21,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from hqs_sdk import instances as _instances
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -94,9 +96,27 @@ if TYPE_CHECKING:
         TaskExecutionRequest,
         TaskExecutionResponse,
     )
+    from hqs_sdk.plugins import Registry
     from hqs_sdk.runner import Execution, run, run_async, run_many, submit
     from hqs_sdk.task_progress import progress
     from hqs_sdk.tasks import Task, TaskCall, task
+
+
+def _plugin_registry() -> Registry:
+    """The registry of :mod:`hqs_sdk.plugins`, imported on first use.
+
+    The package is the composition root: low modules (events, cache keys, remote files) reach
+    the plugins through :func:`hqs_sdk.instances.registry` without importing the module that
+    discovers them, which sits above them. After the first call the instances module asks
+    :func:`hqs_sdk.plugins.registry` directly.
+    """
+    from hqs_sdk.plugins import registry
+
+    _instances.provide_registry(registry)
+    return registry()
+
+
+_instances.provide_registry(_plugin_registry)
 
 
 def __getattr__(name: str) -> Any:

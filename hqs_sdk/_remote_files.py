@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, cast
 from urllib.parse import unquote, urljoin, urlsplit
 
+from hqs_sdk import instances
 from hqs_sdk.errors import BackendUnavailableError, HqsSdkError
 
 __all__ = ["POLICY_ENV", "FetchPolicy", "FetchRefused", "open_url", "prefixes"]
@@ -315,8 +316,6 @@ def open_url(url: str, timeout: float = 60.0, policy: FetchPolicy | None = None)
     if policy is None:
         policy = FetchPolicy.from_env()
     if not url.lower().startswith(("http://", "https://")):
-        from hqs_sdk.plugins import registry
-
         scheme = url.partition("://")[0].lower()
         if policy is not None and scheme == "sftp":
             policy.check(url)
@@ -324,7 +323,7 @@ def open_url(url: str, timeout: float = 60.0, policy: FetchPolicy | None = None)
             raise FetchRefused(f"the service does not fetch {scheme}:// URLs ({url[:200]!r}); "
                                "only http(s) URLs its operator allowed and its own files",
                                "scheme")
-        spec = registry().file_openers.get(scheme)
+        spec = instances.registry().file_openers.get(scheme)
         if spec is None:
             raise HqsSdkError(
                 f"cannot open file reference {url!r}: no installed plugin reads {scheme}:// "

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from hqs_sdk import instances
 from hqs_sdk.errors import CacheCorruptError
 from hqs_sdk.models import (
     CacheEntry,
@@ -405,61 +406,24 @@ class MemoryCache(Cache):
             yield decode_entry(text, "in memory", key)
 
 
-_open_caches: dict[tuple[type, str], Cache] = {}
-# One lock per store, so that opening one cache never waits for another store to open, and a
-# cache that opens other caches while it opens (``chained``) does not wait for itself. The
-# guard is held only to look up or create a store's lock, never while a cache opens.
-_open_locks: dict[tuple[type, str], threading.RLock] = {}
-_open_guard = threading.Lock()
-_atexit_registered = False
-
-
 def open_cache(config: CacheConfiguration) -> Cache:
     """The process-wide :class:`Cache` for ``config`` (opened once, reused, closed at exit).
 
     Safe to call from the ``__init__`` of a cache that opens other caches (``chained`` does);
     opening different stores at once from several threads proceeds in parallel. A cache kept
     in one file (:class:`FileCacheConfiguration`) is also recorded in the list of
-    :func:`recorded_caches`.
+    :func:`recorded_caches`. The instances live in :mod:`hqs_sdk.instances`.
     """
-    global _atexit_registered
-    key = (type(config), config.identity())
-    cache = _open_caches.get(key)
-    if cache is not None:
-        return cache
-    with _open_guard:
-        lock = _open_locks.setdefault(key, threading.RLock())
-    with lock:
-        cache = _open_caches.get(key)
-        if cache is not None:
-            return cache
-        from hqs_sdk.plugins import registry
+    return instances.open_cache(config, _record_if_file)
 
-        spec = registry().cache_spec_for(config)
-        cache = spec.cache_class(config)
-        with _open_guard:
-            if not _atexit_registered:
-                import atexit
 
-                atexit.register(close_caches)
-                _atexit_registered = True
-            _open_caches[key] = cache
+def _record_if_file(name: str, config: CacheConfiguration) -> None:
+    """Add a cache kept in one file to the record of :func:`recorded_caches` (once opened)."""
     if isinstance(config, FileCacheConfiguration):
-        _record_cache(spec.name, config.path())
-    return cache
+        _record_cache(name, config.path())
 
 
-def close_caches() -> None:
-    """Close every cache opened by :func:`open_cache` (also run at interpreter exit).
-
-    The most recently opened close first, so a cache that uses other caches (``chained``)
-    closes before them.
-    """
-    with _open_guard:
-        caches = list(_open_caches.values())
-        _open_caches.clear()
-    for cache in reversed(caches):
-        cache.close()
+close_caches = instances.close_caches
 
 
 # -- the record of file caches this user's scripts opened ------------------------------------
@@ -578,9 +542,7 @@ def recorded_caches() -> list[CacheConfiguration]:
             for entry in open_cache(config).entries():
                 ...
     """
-    from hqs_sdk.plugins import registry
-
-    caches = registry().caches
+    caches = instances.registry().caches
     configs: list[CacheConfiguration] = []
     for name, file_path in _read_record(caches_record_path()):
         spec = caches.get(name)

@@ -24,6 +24,7 @@ import hashlib
 import json
 from typing import Any
 
+from hqs_sdk import instances
 from hqs_sdk.errors import SerializationError
 from hqs_sdk.fileref import FILEREF_KEY, FileRef, map_filerefs
 from hqs_sdk.serialization import canonical_json
@@ -95,7 +96,5 @@ def file_identity(location: str) -> str:
         from hqs_sdk.file_digest import sha256_of
 
         return f"sha256:{sha256_of(path)}"
-    from hqs_sdk.plugins import registry
-
-    found = registry().plugin_manager.hook.hqs_sdk_file_identity(location=location)
+    found = instances.registry().plugin_manager.hook.hqs_sdk_file_identity(location=location)
     return found if isinstance(found, str) and found else location

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import attrs
 
+from hqs_sdk import instances
 from hqs_sdk.models import CacheEntry, Progress, TaskExecutionRequest, TaskExecutionResponse
 
 if TYPE_CHECKING:
     from hqs_sdk.backend import BackendConfiguration
-    from hqs_sdk.plugins import Registry
 
 __all__ = [
     "EVENT_NAMES",
@@ -384,17 +384,7 @@ class Callbacks:
         }
 
 
-def _registry() -> Registry:
-    """The plugins' registry (``hqs_sdk.plugins`` imports this module: imported on first use)."""
-    global _registry_of
-    if _registry_of is None:
-        from hqs_sdk.plugins import registry
-
-        _registry_of = registry
-    return _registry_of()
-
-
-_registry_of: Callable[[], Registry] | None = None
+_registry = instances.registry
 
 
 def listened(name: str, callbacks: Callbacks) -> bool:

@@ -40,11 +40,11 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 
-from hqs_sdk import dry_run
+from hqs_sdk import dry_run, instances
 from hqs_sdk import events as ev
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
 from hqs_sdk.cache import Cache, open_cache
@@ -89,67 +89,21 @@ def _now() -> datetime:
 
 # -- backend instances ---------------------------------------------------------------------
 
-_backends: dict[tuple[type, str], tuple[str, Backend, PollHub]] = {}
-_backends_lock = threading.Lock()
-_close_at_exit_registered = False
-
-
 def backend_for(config: BackendConfiguration, configuration: Configuration
                 ) -> tuple[str, Backend, PollHub]:
     """The process-wide backend instance (and its poller) for ``config``.
 
-    Every instance created here is closed at interpreter exit (see :func:`close_backends`).
+    Kept in :mod:`hqs_sdk.instances`; every instance created here is closed at interpreter exit
+    (see :func:`close_backends`).
     """
-    global _close_at_exit_registered
-    key = (type(config), repr(config))
-    found = _backends.get(key)
-    if found is not None:
-        return found
-    with _backends_lock:
-        found = _backends.get(key)
-        if found is None:
-            from hqs_sdk.plugins import registry
-
-            spec = registry().backend_spec_for(config)
-            backend = spec.backend_class(config)
-            found = (spec.name, backend, PollHub(backend, spec.name))
-            _backends[key] = found
-            if not _close_at_exit_registered:
-                import atexit
-
-                atexit.register(close_backends)
-                _close_at_exit_registered = True
-            new = True
-        else:
-            new = False
+    found, new = instances.backend_for(config, PollHub)
     if new:
         ev.emit(ev.BackendInitializedEvent(backend=found[0], config=config),
                 configuration.callbacks)
-    return found
+    return cast(tuple[str, Backend, PollHub], found)
 
 
-def close_backends() -> None:
-    """Close every backend instance of this process (they are re-created on next use).
-
-    Runs at interpreter exit too. Each backend's poller is stopped first (executions still
-    watched get an error saying they may still be running); an error in one backend's
-    ``close`` is logged and does not keep the others open.
-    """
-    with _backends_lock:
-        items = list(_backends.values())
-        _backends.clear()
-    for name, _, hub in items:
-        try:
-            hub.stop()
-        except Exception:
-            log.exception("stopping the poller of the %r backend failed", name)
-    for name, backend, _ in items:
-        try:
-            backend.close()
-        except Exception as exc:
-            log.warning("closing the %r backend failed (%s: %s); its connections or processes "
-                        "may be left to the operating system", name, type(exc).__name__, exc,
-                        exc_info=True)
+close_backends = instances.close_backends
 
 
 # -- the execution handle ------------------------------------------------------------------
