@@ -93,15 +93,32 @@ class CacheConfigurationShelve(FileCacheConfiguration):
         return f"{type(self).__name__}:{self.path()}"
 
 
+def _frame(data: bytes, pos: int) -> tuple[int, int, int, int] | None:
+    """(crc, key length, value length, size) of the record at ``pos``; None if not all in data."""
+    if len(data) - pos < _HEAD.size:
+        return None
+    magic, crc, klen, vlen = _HEAD.unpack_from(data, pos)
+    if magic != _MAGIC:
+        return None
+    total = _HEAD.size + klen + (0 if vlen == _TOMBSTONE else vlen)
+    if total > len(data) - pos:
+        return None
+    return crc, klen, vlen, total
+
+
+def _intact(data: bytes, pos: int, frame: tuple[int, int, int, int]) -> bool:
+    """Whether the record at ``pos``, as ``_frame`` read it, passes its checksum."""
+    crc, klen, vlen, total = frame
+    body = data[pos + _HEAD.size:pos + total]
+    return zlib.crc32(struct.pack("<II", klen, vlen) + body) == crc
+
+
 def _whole_record_after(data: bytes, pos: int) -> bool:
     """Whether a complete record with a good checksum starts somewhere at or after ``pos``."""
     while (pos := data.find(_MAGIC, pos)) >= 0:
-        if pos + _HEAD.size <= len(data):
-            _, crc, klen, vlen = _HEAD.unpack_from(data, pos)
-            end = pos + _HEAD.size + klen + (0 if vlen == _TOMBSTONE else vlen)
-            body = data[pos + _HEAD.size:end]
-            if end <= len(data) and zlib.crc32(struct.pack("<II", klen, vlen) + body) == crc:
-                return True
+        frame = _frame(data, pos)
+        if frame is not None and _intact(data, pos, frame):
+            return True
         pos += 1
     return False
 
@@ -308,59 +325,63 @@ class ShelveCache(Cache):
         when a record does not end in ``data`` and the file goes on, else ``None``."""
         pos = 0
         while pos < len(data):
-            remaining = len(data) - pos
-            if remaining < _HEAD.size:
+            frame = _frame(data, pos)
+            if frame is None:
                 if not at_eof:
                     return start + pos
-                self._torn = True
+                self._judge_tail(data, start, pos)
                 return None
-            magic, crc, klen, vlen = _HEAD.unpack_from(data, pos)
-            if magic != _MAGIC:
+            total = frame[3]
+            intact = _intact(data, pos, frame)
+            if not intact and total == len(data) - pos:
                 if not at_eof:
                     return start + pos
-                if not data[pos:].strip(b"\0"):
-                    self._torn = True  # zeros after a crash of the machine
-                else:
-                    self._corrupt = (f"the record at byte {start + pos} does not start with the "
-                                     "record marker")
-                    self._lost_sync = True
-                return None
-            total = _HEAD.size + klen + (0 if vlen == _TOMBSTONE else vlen)
-            if total > remaining:
-                if not at_eof:
-                    return start + pos
-                if _whole_record_after(data, pos + 1):
-                    # Not a record cut short by a kill (that is always the last one): its
-                    # length is damaged, and what follows cannot be trusted.
-                    self._corrupt = (f"the record at byte {start + pos} claims more bytes than "
-                                     "the file has, and records follow it (its record marker)")
-                    self._lost_sync = True
-                else:
-                    self._torn = True
-                return None
-            body = data[pos + _HEAD.size:pos + total]
-            offset = start + pos
-            if zlib.crc32(struct.pack("<II", klen, vlen) + body) != crc:
-                if total == remaining:
-                    if not at_eof:
-                        return start + pos
-                    if not _whole_record_after(data, pos + 1):
-                        self._torn = True  # the last record, from a writer that was killed
-                        return None
-                key = body[:klen].decode(errors="replace")
-                self._forget(key)
-                damaged = _Damaged(offset, f"the record at byte {offset} fails its checksum")
-                self._index[key] = damaged
-                self._corrupt = self._corrupt or damaged.reason
-            else:
-                key = body[:klen].decode()
-                self._forget(key)
-                if vlen != _TOMBSTONE:
-                    self._index[key] = (offset, total)
-                    self._live += total
+                if not _whole_record_after(data, pos + 1):
+                    self._torn = True  # the last record, from a writer that was killed
+                    return None
+            self._index_record(data, start, pos, frame, intact)
             pos += total
             self._end = start + pos
         return None
+
+    def _judge_tail(self, data: bytes, start: int, pos: int) -> None:
+        """Mark the log torn or corrupt by the bytes from ``pos`` on, which hold no whole record."""
+        if len(data) - pos < _HEAD.size:
+            self._torn = True
+        elif _HEAD.unpack_from(data, pos)[0] != _MAGIC:
+            if not data[pos:].strip(b"\0"):
+                self._torn = True  # zeros after a crash of the machine
+            else:
+                self._corrupt = (f"the record at byte {start + pos} does not start with the "
+                                 "record marker")
+                self._lost_sync = True
+        elif _whole_record_after(data, pos + 1):
+            # Not a record cut short by a kill (that is always the last one): its
+            # length is damaged, and what follows cannot be trusted.
+            self._corrupt = (f"the record at byte {start + pos} claims more bytes than "
+                             "the file has, and records follow it (its record marker)")
+            self._lost_sync = True
+        else:
+            self._torn = True
+
+    def _index_record(self, data: bytes, start: int, pos: int, frame: tuple[int, int, int, int],
+                      intact: bool) -> None:
+        """Point the record's key at it, at its damage if not ``intact``, or nowhere if deleted."""
+        _, klen, vlen, total = frame
+        offset = start + pos
+        key_bytes = data[pos + _HEAD.size:pos + _HEAD.size + klen]
+        if not intact:
+            key = key_bytes.decode(errors="replace")
+            self._forget(key)
+            damaged = _Damaged(offset, f"the record at byte {offset} fails its checksum")
+            self._index[key] = damaged
+            self._corrupt = self._corrupt or damaged.reason
+            return
+        key = key_bytes.decode()
+        self._forget(key)
+        if vlen != _TOMBSTONE:
+            self._index[key] = (offset, total)
+            self._live += total
 
     def _forget(self, key: str) -> None:
         old = self._index.pop(key, None)
