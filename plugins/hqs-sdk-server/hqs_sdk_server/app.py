@@ -1,4 +1,4 @@
-"""The HTTP API (Starlette), one handler per route of :data:`hqs_sdk_rest.wire.ROUTES`.
+"""The HTTP API (Starlette), one handler per route of :data:`hqs_sdk.wire.ROUTES`.
 
 Every handler runs its database work in the thread pool, after the bearer token is checked;
 bodies are read with a size limit and structured with the core's converter into the wire
@@ -23,13 +23,13 @@ from urllib.parse import urlsplit
 
 import attrs
 import cattrs
-from hqs_sdk_rest import wire
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Match, Route
 
+from hqs_sdk import wire
 from hqs_sdk._remote_files import POLICY_ENV, FetchPolicy
 from hqs_sdk.errors import BackendRejectedError
 from hqs_sdk.models import ExecutionState, TaskExecutionRequest

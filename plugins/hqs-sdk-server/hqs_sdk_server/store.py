@@ -12,10 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
-from hqs_sdk_rest.wire import ExecutionInfo, ExecutionPage
 
 from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest
 from hqs_sdk.serialization import converter
+from hqs_sdk.wire import ExecutionInfo, ExecutionPage
 from hqs_sdk_server.db import executions
 
 __all__ = ["Store"]
@@ -180,7 +180,7 @@ class Store:
         return result
 
     def states(self, user_id: int, ids: Sequence[str]) -> dict[str, list[Any]]:
-        """The body of the states reply (a :class:`~hqs_sdk_rest.wire.StatesReply` as JSON):
+        """The body of the states reply (a :class:`~hqs_sdk.wire.StatesReply` as JSON):
         the user's executions among ``ids`` in their order, and the ids of no such execution."""
         records: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(ids))

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from hqs_sdk_rest import wire
 from hqs_sdk_server.app import served_document
 from hqs_sdk_server.testing import Service, running_service
 
+from hqs_sdk import wire
 from hqs_sdk.fileref import FILEREF_KEY
 from hqs_sdk.serialization import converter
 from hqs_sdk.testing import tasks

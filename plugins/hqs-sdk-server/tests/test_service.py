@@ -221,7 +221,7 @@ def test_the_query_api_filters_and_pages(service: Service) -> None:
 
 
 def test_the_openapi_document_describes_every_route(service: Service) -> None:
-    from hqs_sdk_rest.wire import ROUTES
+    from hqs_sdk.wire import ROUTES
 
     document = requests.get(service.url + "/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.1")
@@ -277,3 +277,23 @@ def test_files_stored_before_the_unhashed_uploads_migration_are_kept(tmp_path: P
         # Now allowed: an upload not hashed yet, and the same content and name twice.
         db.execute(files.insert().values(id="2" * 32, **row | {"sha256": None}))
         db.execute(files.insert().values(id="3" * 32, **row))
+
+
+_WITHOUT_THE_CLIENT = """
+import importlib, pkgutil, sys
+sys.modules["hqs_sdk_rest"] = None  # any import of it now raises ImportError
+import hqs_sdk_server
+for module in pkgutil.walk_packages(hqs_sdk_server.__path__, "hqs_sdk_server."):
+    if ".migrations" not in module.name:
+        importlib.import_module(module.name)
+"""
+
+
+def test_the_service_needs_no_rest_client() -> None:
+    """The protocol is the core's (hqs_sdk.wire): the service installs without hqs-sdk-rest."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_THE_CLIENT], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr

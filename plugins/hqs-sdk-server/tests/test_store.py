@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from hqs_sdk_rest import wire
 from hqs_sdk_server.db import executions, make_engine, migrate, users
 from hqs_sdk_server.store import Store, info_from_row
 
+from hqs_sdk import wire
 from hqs_sdk.serialization import converter
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)  # no microseconds: isoformat() drops them
