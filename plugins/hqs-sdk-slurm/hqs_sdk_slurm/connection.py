@@ -27,6 +27,7 @@ import os
 import posixpath
 import shlex
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from hqs_sdk.errors import BackendRejectedError, BackendUnavailableError
@@ -41,6 +42,8 @@ USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 _KEEPALIVE_S = 30
 _ACCEPTING = ("accept-new", "no", "off")
+#: A keyboard-interactive handler: (title, instructions, [(prompt, echo), ...]) -> answers.
+_Answers = Callable[[str, str, list[tuple[str, bool]]], list[str]]
 
 
 class UnknownHostKeyError(BackendRejectedError):
@@ -220,36 +223,63 @@ class SSHSession:
         return ", ".join(user + global_) or "no known-hosts file"
 
     def _open(self) -> Any:
-        import fabric
-        import paramiko
+        """A new, logged-in connection to the login host, with keep-alives set."""
+        connection = self._new_connection()
+        self._prepare(connection)
+        self._connect(connection)
+        transport = connection.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(self._keepalive(connection))
+        self.connections_opened += 1
+        log.debug("opened SSH connection %d to %s", self.connections_opened, self.where)
+        return connection
 
+    def _connect_kwargs(self) -> dict[str, Any]:
+        """paramiko's connect arguments: the timeout and the key files from ``ssh_extra``."""
         options = dict(self._options.options)
-        port = self.port
         connect_kwargs: dict[str, Any] = {"timeout": float(options.get("connecttimeout", 20))}
         keys = list(self._options.identity_files)
         if "identityfile" in options:
             keys.append(os.path.expanduser(options["identityfile"]))
         if keys:
             connect_kwargs["key_filename"] = keys
+        return connect_kwargs
+
+    def _ssh_config(self) -> Any:
+        """The SSH config as fabric reads it: the ``-F`` file if given, else ~/.ssh/config."""
+        import fabric
+
         # -F replaces ~/.ssh/config, as with ssh; HostName, User, Port, IdentityFile and
         # ProxyJump come from the SSH config unless given here.
         try:
-            ssh_config = fabric.Config(runtime_ssh_path=self._options.config_file)
+            return fabric.Config(runtime_ssh_path=self._options.config_file)
         except FileNotFoundError as exc:
             raise BackendRejectedError(
                 f"ssh_extra: the SSH config file {self._options.config_file} given with -F "
                 "does not exist; fix the path or drop -F to use ~/.ssh/config"
             ) from exc
+
+    def _new_connection(self) -> Any:
+        """An unopened fabric connection to the login host, through the jump host if any."""
+        import fabric
+
+        options = dict(self._options.options)
+        connect_kwargs = self._connect_kwargs()
+        ssh_config = self._ssh_config()
         gateway = None
         jump = self._options.jump or options.get("proxyjump")
         if jump:
             gateway = fabric.Connection(jump, connect_kwargs=dict(connect_kwargs),
                                         config=ssh_config)
-        connection = fabric.Connection(
+        return fabric.Connection(
             self.config.login_host, user=self.config.login_user or options.get("user"),
-            port=port, connect_kwargs=connect_kwargs, gateway=gateway, config=ssh_config,
+            port=self.port, connect_kwargs=connect_kwargs, gateway=gateway, config=ssh_config,
         )
-        self._prepare(connection)
+
+    def _connect(self, connection: Any) -> None:
+        """Open ``connection``, logging in on the terminal if keys are not enough."""
+        import paramiko
+
         try:
             connection.open()
         except paramiko.BadHostKeyException as exc:
@@ -269,12 +299,6 @@ class SSHSession:
             self._log_in_interactively(connection, exc)
         except OSError as exc:
             raise BackendUnavailableError(f"cannot connect to {self.where}: {exc}") from exc
-        transport = connection.client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(self._keepalive(connection))
-        self.connections_opened += 1
-        log.debug("opened SSH connection %d to %s", self.connections_opened, self.where)
-        return connection
 
     def _log_in_interactively(self, connection: Any, exc: Exception) -> None:
         """Keys were not enough: ask for the password and one-time codes on the terminal.
@@ -282,8 +306,6 @@ class SSHSession:
         Runs under the session lock, so every thread waits for the one login. The password
         is kept in memory for re-connections of this process; one-time codes are asked again.
         """
-        import paramiko
-
         transport = connection.client.get_transport()
         user = connection.user
         refused = BackendRejectedError(
@@ -292,6 +314,17 @@ class SSHSession:
             "password or a one-time code needs a terminal to type them in.")
         if transport is None or not transport.is_active() or not _terminal_attached():
             raise refused from exc
+        answer = self._terminal_answers(user)
+        for _attempt in range(3):
+            if self._try_login(transport, user, answer, refused):
+                connection.transport = transport  # fabric now sees an open connection
+                return
+            if not transport.is_active():
+                break
+        raise refused from exc
+
+    def _terminal_answers(self, user: str) -> _Answers:
+        """The keyboard-interactive handler: each prompt asked on the terminal, a password once."""
 
         def answer(title: str, instructions: str, prompts: list[tuple[str, bool]]
                    ) -> list[str]:
@@ -309,24 +342,26 @@ class SSHSession:
                 answers.append(reply)
             return answers
 
-        for _attempt in range(3):
+        return answer
+
+    def _try_login(self, transport: Any, user: str, answer: _Answers,
+                   refused: BackendRejectedError) -> bool:
+        """One keyboard-interactive (else password) login attempt; False if it was refused."""
+        import paramiko
+
+        try:
             try:
-                try:
-                    transport.auth_interactive(user, answer)
-                except paramiko.BadAuthenticationType as bad:
-                    if "password" not in bad.allowed_types:
-                        raise refused from bad
-                    if self._password is None:
-                        self._password = _ask(f"{user}@{self.where}'s password: ", False)
-                    transport.auth_password(user, self._password)
-            except paramiko.AuthenticationException:
-                self._password = None  # wrong: ask again
-                if not transport.is_active():
-                    break
-                continue
-            connection.transport = transport  # fabric now sees an open connection
-            return
-        raise refused from exc
+                transport.auth_interactive(user, answer)
+            except paramiko.BadAuthenticationType as bad:
+                if "password" not in bad.allowed_types:
+                    raise refused from bad
+                if self._password is None:
+                    self._password = _ask(f"{user}@{self.where}'s password: ", False)
+                transport.auth_password(user, self._password)
+        except paramiko.AuthenticationException:
+            self._password = None  # wrong: ask again
+            return False
+        return True
 
     def _keepalive(self, connection: Any) -> int:
         value = self._setting("serveraliveinterval", connection)
