@@ -370,8 +370,9 @@ def _percentile(values: list[float], p: int) -> float:
 
 def _submissions(folder: Path, floor_url: str, blocks: int, per_block: int,
                  database_url: str | None = None) -> dict[str, Any]:
-    from hqs_sdk_rest import Client, wire
+    from hqs_sdk_rest import Client
 
+    from hqs_sdk import wire
     from hqs_sdk.serialization import converter
     from hqs_sdk.testing import tasks
     from hqs_sdk.testing.backend_contract import make_request
