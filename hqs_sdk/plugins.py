@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,6 +32,7 @@ __all__ = [
     "PluginManager",
     "Registry",
     "get_plugin_manager",
+    "hook_results",
     "registry",
     "use_plugin_manager",
 ]
@@ -94,13 +95,15 @@ def get_plugin_manager(
     pm.register(_builtin_plugin, name="core")
     if not load_entrypoints:
         return pm
-    blocked = set(disabled) if disabled is not None else _disabled_from_env()
+    for name in set(disabled) if disabled is not None else _disabled_from_env():
+        if name != "core":  # the core's own plugin (the memory cache) is not an entry point
+            pm.set_blocked(name)  # pluggy refuses to register a plugin of that name from now on
     import importlib.metadata as md
 
     for ep in sorted(md.entry_points(group=hookspecs.PROJECT_NAME), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
-        if ep.name in blocked:
+        if pm.is_blocked(ep.name):
             pm.infos.append(PluginInfo(ep.name, dist, version, "blocked"))
             continue
         if pm.has_plugin(ep.name):
@@ -119,6 +122,62 @@ def get_plugin_manager(
             continue
         pm.infos.append(PluginInfo(ep.name, dist, version, "loaded"))
     return pm
+
+
+def hook_results(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any
+                 ) -> Iterator[tuple[str, Any]]:
+    """Call the hook ``hook_name`` through ``pm.hook`` and yield ``(plugin name, item)`` for
+    every item of the iterables its implementations return.
+
+    The call goes through pluggy, so hook wrappers, tracing and the call order (``tryfirst``,
+    ``trylast``) apply. An implementation that raises, while called or while its items are read,
+    becomes a :class:`~hqs_sdk.errors.PluginError` naming the plugin and how to block it.
+    """
+    caller = getattr(pm.hook, hook_name)
+    impls = [i for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+    try:
+        results = caller(**kwargs)
+    except Exception as exc:
+        raise _failed(hook_name, _culprit(exc, impls), exc) from exc
+    # pluggy calls the implementations last registered first and keeps the answers that are
+    # not None: with one answer each, they pair up in that order.
+    in_order = [i.plugin_name for i in reversed(impls)] if len(results) == len(impls) else []
+    for index, result in enumerate(results):
+        owner = _owner(result, impls) or (in_order[index] if in_order else "?")
+        try:
+            items = list(result or ())
+        except Exception as exc:
+            raise _failed(hook_name, owner, exc) from exc
+        for item in items:
+            yield owner, item
+
+
+def _owner(result: Any, impls: list[Any]) -> str | None:
+    """The plugin whose generator function made ``result``, if it is a generator and only one
+    implementation runs that function's code."""
+    code = getattr(result, "gi_code", None)
+    names = [i.plugin_name for i in impls if code is not None and _code(i) is code]
+    return names[0] if len(names) == 1 else None
+
+
+def _culprit(exc: BaseException, impls: list[Any]) -> str:
+    """The plugin whose implementation is on ``exc``'s traceback (``"?"`` if none is)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        names = [i.plugin_name for i in impls if _code(i) is tb.tb_frame.f_code]
+        if names:
+            return " or ".join(names)
+        tb = tb.tb_next
+    return "?"
+
+
+def _code(impl: Any) -> Any:
+    return getattr(impl.function, "__code__", None)
+
+
+def _failed(hook_name: str, plugin: str, exc: Exception) -> PluginError:
+    return PluginError(f"plugin {plugin!r} failed in {hook_name}: {exc}; fix or block it with "
+                       f"{DISABLE_ENV}={plugin}")
 
 
 class Registry:
@@ -142,23 +201,15 @@ class Registry:
     def _collect(pm: PluginManager, hook_name: str, what: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
         owners: dict[str, str] = {}
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            try:
-                items = list(impl.function() or ())
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc}; fix or block it "
-                    f"with {DISABLE_ENV}={impl.plugin_name}"
-                ) from exc
-            for item in items:
-                name = item.name
-                if name in found and found[name] is not item:
-                    raise PluginConflictError(
-                        f"the {what} name {name!r} is claimed by plugin {owners[name]!r} and by "
-                        f"plugin {impl.plugin_name!r}; block one with {DISABLE_ENV}=<name>"
-                    )
-                found[name] = item
-                owners[name] = impl.plugin_name
+        for owner, item in hook_results(pm, hook_name):
+            name = item.name
+            if name in found and found[name] is not item:
+                raise PluginConflictError(
+                    f"the {what} name {name!r} is claimed by plugin {owners[name]!r} and by "
+                    f"plugin {owner!r}; block one with {DISABLE_ENV}=<name>"
+                )
+            found[name] = item
+            owners[name] = owner
         return found
 
     @property
