@@ -11,9 +11,9 @@ import json
 import logging
 import os
 
-__all__ = ["CONTROL_DIR_ENV", "progress"]
+from hqs_sdk.control import CONTROL_DIR_ENV, PROGRESS, write_atomically
 
-CONTROL_DIR_ENV = "HQS_SDK_CONTROL_DIR"
+__all__ = ["CONTROL_DIR_ENV", "progress"]
 
 
 def progress(fraction: float | None = None, message: str = "") -> None:
@@ -33,8 +33,5 @@ def progress(fraction: float | None = None, message: str = "") -> None:
     if not control:
         logging.getLogger("hqs_sdk").info("progress %s %s", fraction, message)
         return
-    # The worker, which runs this task, has the module loaded already.
-    from hqs_sdk.worker import write_atomically
-
-    write_atomically(os.path.join(control, "progress.json"),
+    write_atomically(os.path.join(control, PROGRESS),
                      json.dumps({"fraction": fraction, "message": str(message)}))

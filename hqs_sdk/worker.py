@@ -49,8 +49,19 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-LOG_TAIL_BYTES = 64 * 1024
-SIGTERM_ENV = "HQS_SDK_WORKER_SIGTERM"
+# The protocol's files and helpers live in hqs_sdk.control; these names stay importable from
+# here for code written before it existed.
+from hqs_sdk.control import (  # noqa: F401
+    CONTROL_DIR_ENV,
+    LOG_TAIL_BYTES,
+    SIGTERM_ENV,
+    error_response,
+    log_tail,
+    process_start_time,
+    response_from_result,
+    write_atomically,
+)
+
 _KILL_GRACE_S = 2.0
 _MEMORY_SAMPLE_S = 0.1
 
@@ -159,93 +170,12 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-_TEMPORARY_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                    | getattr(os, "O_CLOEXEC", 0))
-
-
-def write_atomically(path: str, text: str, *, durable: bool = False) -> None:
-    """Replace the file ``path`` by one holding ``text`` (UTF-8): a reader sees the old content
-    or the new, never a part, and the file is private to the user (mode 600).
-
-    The text goes to a new temporary file in the same folder, created exclusively (``O_EXCL``,
-    ``O_NOFOLLOW``, mode 600, a random name: what :func:`tempfile.mkstemp` does, without
-    importing it into a worker that starts for every execution), then is renamed over ``path``.
-    A control folder can be on a file system that many machines share (Slurm's
-    ``slurm_tmp_io``), where a name such as ``<path>.<pid>.tmp`` can be another node's file
-    (pids repeat across machines) or a symbolic link someone planted. ``durable`` syncs the
-    content to disk before the rename. On any failure the temporary file is removed.
-    """
-    folder, name = os.path.split(path)
-    for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{os.urandom(8).hex()}.tmp")
-        try:
-            fd = os.open(tmp, _TEMPORARY_FLAGS, 0o600)
-            break
-        except FileExistsError:
-            continue
-    else:  # 100 random 64-bit names all taken: not chance, so say where
-        raise FileExistsError(f"no unused temporary name in {folder or '.'} after 100 tries "
-                              f"to write {name}; check what creates .{name}.*.tmp files there")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: str, data: Any) -> None:
     write_atomically(path, json.dumps(data, allow_nan=False), durable=True)
 
 
 def _write_text(path: str, text: str) -> None:
     write_atomically(path, text)
-
-
-def log_tail(control: str) -> str:
-    """The last :data:`LOG_TAIL_BYTES` of the task's log."""
-    try:
-        with open(os.path.join(control, "log.txt"), "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (guards against pid reuse), or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def error_response(execution_id: str, state: str, kind: str, type_: str, message: str,
-                   control: str, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A response (wire form) for an execution that produced no output."""
-    return {
-        "execution_id": execution_id, "state": state, "output": None,
-        "error": {"type": type_, "message": message, "traceback": "", "kind": kind},
-        "log_tail": log_tail(control), "metrics": metrics or {},
-    }
-
-
-def response_from_result(execution_id: str, result: dict[str, Any], control: str,
-                         metrics: dict[str, Any]) -> dict[str, Any]:
-    """Turn the child's ``result.json`` into a response (wire form)."""
-    if result.get("ok"):
-        return {"execution_id": execution_id, "state": "succeeded", "output": result["output"],
-                "error": None, "log_tail": log_tail(control), "metrics": metrics}
-    return {"execution_id": execution_id, "state": "failed", "output": None,
-            "error": result["error"], "log_tail": log_tail(control), "metrics": metrics}
 
 
 # -- task resolution -----------------------------------------------------------------------
@@ -340,7 +270,7 @@ def _run_child(task: Any, request: dict[str, Any], control: str, cpus: list[int]
         os.chdir(files)
         for name in NEVER_PASSED:
             os.environ.pop(name, None)
-        os.environ["HQS_SDK_CONTROL_DIR"] = control
+        os.environ[CONTROL_DIR_ENV] = control
         vcpu = (request.get("provisioning") or {}).get("vcpu")
         if vcpu:
             threads = str(max(1, math.ceil(vcpu)))
