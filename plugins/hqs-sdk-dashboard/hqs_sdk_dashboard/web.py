@@ -228,34 +228,94 @@ def create_app(gate: Gate, *, debug: bool = False) -> Starlette:
     """The dashboard's ASGI application behind ``gate`` (mount it anywhere: every link is
     relative to the mount point)."""
     env = environment()
-    version = _asset_version()
+    views = _Views(gate, env, _asset_version())
+    app = Starlette(debug=debug, routes=views.routes(),
+                    exception_handlers={404: views.not_found, 405: views.not_found})
+    app.state.env = env
+    app.state.page = views.page
+    app.state.error = views.error
+    return app
 
-    def page(request: Request, template: str, status: int = 200, **values: Any) -> Response:
-        token, new_cookie = csrf_token(gate.key, request)
+
+def _filter_link(given: dict[str, str]) -> Callable[..., str]:
+    """The executions page's ``link(name=value, ...)``: its filters as given, changed, no cursor."""
+
+    def link(**change: str | None) -> str:
+        values = {k: v for k, v in given.items() if v}
+        values.pop("cursor", None)
+        for name, value in change.items():
+            if value:
+                values[name] = value
+            else:
+                values.pop(name, None)
+        return "?" + urlencode(values) if values else "?"
+
+    return link
+
+
+class _Views:
+    """The dashboard's pages and endpoints behind one gate, rendered from one environment."""
+
+    def __init__(self, gate: Gate, env: jinja2.Environment, version: str) -> None:
+        self.gate, self.env, self.version = gate, env, version
+
+    def routes(self) -> list[Route | Mount]:
+        """Every page and endpoint, the gate's own routes and the static files."""
+        guarded = self.guarded
+        return [
+            Route("/", guarded(self.executions), methods=["GET"]),
+            Route("/executions/{execution_id}", guarded(self.detail), methods=["GET"]),
+            Route("/executions/{execution_id}/{part:str}.json", guarded(self.download_json),
+                  methods=["GET"]),
+            Route("/executions/{execution_id}/files/{index:int}", guarded(self.download_file),
+                  methods=["GET"]),
+            Route("/executions/{execution_id}/cancel", guarded(self.confirm_cancel),
+                  methods=["GET"]),
+            Route("/executions/{execution_id}/cancel", guarded(self.cancel), methods=["POST"]),
+            Route("/api/rows", guarded(self.api_rows), methods=["GET"]),
+            *self.gate.extra_routes(),
+            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+
+    def page(self, request: Request, template: str, status: int = 200, **values: Any
+             ) -> Response:
+        """``template`` rendered for this request, with the CSRF token (and its cookie)."""
+        token, new_cookie = csrf_token(self.gate.key, request)
         base = request.scope.get("root_path", "").rstrip("/") + "/"
-        html = env.get_template(template).render(
-            base=base, csrf=token, gate=gate.kind, asset_version=version,
+        html = self.env.get_template(template).render(
+            base=base, csrf=token, gate=self.gate.kind, asset_version=self.version,
             user=getattr(request.state, "user_name", None), **values)
         response = HTMLResponse(html, status)
         if new_cookie is not None:
             set_cookie(response, request, CSRF_COOKIE, new_cookie, base)
         return response
 
-    def error(request: Request, status: int, title: str, message: str) -> Response:
-        return page(request, "error.html", status, title=title, message=message)
+    def error(self, request: Request, status: int, title: str, message: str) -> Response:
+        """The error page with ``status``, ``title`` and ``message``."""
+        return self.page(request, "error.html", status, title=title, message=message)
 
-    def guarded(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    def guarded(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` behind the gate: called with the request's source; NotFound is a 404."""
+
         async def run(request: Request) -> Response:
-            source = await gate.source(request)
+            source = await self.gate.source(request)
             if isinstance(source, Response):
                 return source
             try:
                 return await endpoint(request, source)
             except NotFound as exc:
-                return error(request, 404, "Not found", str(exc))
+                return self.error(request, 404, "Not found", str(exc))
+
         return run
 
-    async def executions(request: Request, source: ExecutionSource) -> Response:
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        """The error page for a path or method the dashboard does not have (404, 405)."""
+        status = getattr(exc, "status_code", 404)
+        return self.error(request, status, "Not found" if status == 404 else "Not allowed",
+                          f"{request.method} {request.url.path}: there is no such page here")
+
+    async def executions(self, request: Request, source: ExecutionSource) -> Response:
+        """The executions page: one page of the executions that match the URL's filters."""
         query, given, problems = query_from(request)
         try:
             result = await run_in_threadpool(source.page, query)
@@ -264,64 +324,60 @@ def create_app(gate: Gate, *, debug: bool = False) -> Starlette:
             query = Query(task=query.task, state=query.state, since=query.since,
                           until=query.until, search=query.search, sort=query.sort)
             result = await run_in_threadpool(source.page, query)
+        return self.page(request, "executions.html", source=source, page=result, given=given,
+                         problems=problems, states=STATES,
+                         sorts={k: SORTS[k] for k in result.sorts}, link=_filter_link(given),
+                         ranges=list(_RANGES), query=query)
 
-        def link(**change: str | None) -> str:
-            values = {k: v for k, v in given.items() if v}
-            values.pop("cursor", None)
-            for name, value in change.items():
-                if value:
-                    values[name] = value
-                else:
-                    values.pop(name, None)
-            return "?" + urlencode(values) if values else "?"
-
-        return page(request, "executions.html", source=source, page=result, given=given,
-                    problems=problems, states=STATES, sorts={k: SORTS[k] for k in result.sorts},
-                    link=link, ranges=list(_RANGES), query=query)
-
-    async def detail(request: Request, source: ExecutionSource) -> Response:
+    async def detail(self, request: Request, source: ExecutionSource) -> Response:
+        """One execution's page."""
         execution_id = request.path_params["execution_id"]
         found = await run_in_threadpool(source.detail, execution_id)
-        return page(request, "execution.html", source=source, d=found,
-                    message=request.query_params.get("message", "")[:300])
+        return self.page(request, "execution.html", source=source, d=found,
+                         message=request.query_params.get("message", "")[:300])
 
-    async def download_json(request: Request, source: ExecutionSource) -> Response:
+    async def download_json(self, request: Request, source: ExecutionSource) -> Response:
+        """An execution's input or output as a JSON download."""
         execution_id = request.path_params["execution_id"]
         part = request.path_params["part"]
         if part not in ("input", "output"):
-            return error(request, 404, "Not found", f"there is no {part!r} to download")
+            return self.error(request, 404, "Not found", f"there is no {part!r} to download")
         found = await run_in_threadpool(source.detail, execution_id)
         value = found.input if part == "input" else found.output
         name = download_name(execution_id, part)
         return Response(render.pretty(value), media_type="application/json",
                         headers={"content-disposition": f'attachment; filename="{name}"'})
 
-    async def download_file(request: Request, source: ExecutionSource) -> Response:
+    async def download_file(self, request: Request, source: ExecutionSource) -> Response:
+        """A file an execution returned, as a download (or why it cannot be served)."""
         execution_id = request.path_params["execution_id"]
         found = await run_in_threadpool(source.file, execution_id, request.path_params["index"])
         if found is None:
-            return error(request, 404, "No such file",
-                         f"execution {execution_id!r} returned no file number "
-                         f"{request.path_params['index']} that this dashboard serves")
+            return self.error(request, 404, "No such file",
+                              f"execution {execution_id!r} returned no file number "
+                              f"{request.path_params['index']} that this dashboard serves")
         path, name = found
         if not Path(path).is_file():
-            return error(request, 404, "File gone",
-                         f"the file {name!r} of execution {execution_id!r} is no longer at "
-                         f"{path} (a cleanup such as `hqs-sdk local prune` may have removed "
-                         "it); run the task again for a new one")
+            return self.error(request, 404, "File gone",
+                              f"the file {name!r} of execution {execution_id!r} is no longer "
+                              f"at {path} (a cleanup such as `hqs-sdk local prune` may have "
+                              "removed it); run the task again for a new one")
         return FileResponse(path, filename=name, media_type="application/octet-stream")
 
-    async def confirm_cancel(request: Request, source: ExecutionSource) -> Response:
+    async def confirm_cancel(self, request: Request, source: ExecutionSource) -> Response:
+        """The page that asks before cancelling an execution."""
         execution_id = request.path_params["execution_id"]
         found = await run_in_threadpool(source.detail, execution_id)
-        return page(request, "cancel.html", d=found)
+        return self.page(request, "cancel.html", d=found)
 
-    async def cancel(request: Request, source: ExecutionSource) -> Response:
+    async def cancel(self, request: Request, source: ExecutionSource) -> Response:
+        """Cancel an execution (a CSRF-checked POST), then back to its page with what happened."""
         execution_id = request.path_params["execution_id"]
         form = await read_form(request)
-        problem = check_csrf(gate.key, request, form)
+        problem = check_csrf(self.gate.key, request, form)
         if problem is not None:
-            return error(request, 403, "Refused", f"{problem}; reload the page and try again")
+            return self.error(request, 403, "Refused",
+                              f"{problem}; reload the page and try again")
         try:
             await run_in_threadpool(source.cancel, execution_id)
             message = "Cancelling: the backend was asked to stop it."
@@ -332,36 +388,11 @@ def create_app(gate: Gate, *, debug: bool = False) -> Starlette:
                   + urlencode({"message": message}))
         return RedirectResponse(target, 303)
 
-    async def api_rows(request: Request, source: ExecutionSource) -> Response:
+    async def api_rows(self, request: Request, source: ExecutionSource) -> Response:
+        """The live-update rows of the executions the page asks for (at most 200)."""
         ids = request.query_params.getlist("id")[:200]
         rows = await run_in_threadpool(source.rows, ids)
         return JSONResponse({"rows": [row_json(r) for r in rows]})
-
-    routes = [
-        Route("/", guarded(executions), methods=["GET"]),
-        Route("/executions/{execution_id}", guarded(detail), methods=["GET"]),
-        Route("/executions/{execution_id}/{part:str}.json", guarded(download_json),
-              methods=["GET"]),
-        Route("/executions/{execution_id}/files/{index:int}", guarded(download_file),
-              methods=["GET"]),
-        Route("/executions/{execution_id}/cancel", guarded(confirm_cancel), methods=["GET"]),
-        Route("/executions/{execution_id}/cancel", guarded(cancel), methods=["POST"]),
-        Route("/api/rows", guarded(api_rows), methods=["GET"]),
-        *gate.extra_routes(),
-        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-    ]
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 404)
-        return error(request, status, "Not found" if status == 404 else "Not allowed",
-                     f"{request.method} {request.url.path}: there is no such page here")
-
-    app = Starlette(debug=debug, routes=routes,
-                    exception_handlers={404: not_found, 405: not_found})
-    app.state.env = env
-    app.state.page = page
-    app.state.error = error
-    return app
 
 
 def secured(app: ASGIApp) -> ASGIApp:
