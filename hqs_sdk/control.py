@@ -102,8 +102,11 @@ A backend that runs workers on this machine::
 
 A backend that starts the worker elsewhere (a scheduler, a container) calls
 :meth:`ControlFolder.command` with ``lock_fd=None`` for the command line to run there (the
-worker then takes the lock itself) and reads the files it can see; :func:`error_response`
-builds the response of an execution that ended without one (see the Slurm backend).
+worker then takes the lock itself) and reads the files the way it can (over SSH, say). What
+the files *mean* does not depend on how they were read: :meth:`FolderStatus.from_files` and
+:func:`vanished_response` take their contents (a mapping of file name to bytes, None for a
+file that does not exist) and are what :class:`ControlFolder` itself uses; the file names are
+the constants :data:`REQUEST`, :data:`RESPONSE`, ... (see the Slurm backend, ``hqs_sdk_slurm``).
 
 Imports are kept to the standard library at module level: the worker imports this module
 before every task, and its start-up time is part of every task.
@@ -124,9 +127,21 @@ if TYPE_CHECKING:
     from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
 
 __all__ = [
+    "CANCEL",
     "CONTROL_DIR_ENV",
+    "FILES",
+    "LOCK",
+    "LOG",
     "LOG_TAIL_BYTES",
+    "PID",
+    "PROGRESS",
+    "REQUEST",
+    "RESPONSE",
+    "RESULT",
     "SIGTERM_ENV",
+    "STATE",
+    "SUBMITTED",
+    "WORKER_ERR",
     "WORKER_LOCK_FD",
     "ControlFolder",
     "FolderStatus",
@@ -135,10 +150,12 @@ __all__ = [
     "error_response",
     "lock_is_free",
     "log_tail",
+    "parse_json",
     "process_start_time",
     "read_json",
     "response_from_result",
     "spawn_detached",
+    "vanished_response",
     "worker_program",
     "write_atomically",
     "write_once",
@@ -153,6 +170,7 @@ CONTROL_DIR_ENV = "HQS_SDK_CONTROL_DIR"
 #: The worker's descriptor that carries the execution's lock when the starter hands it over.
 WORKER_LOCK_FD = 3
 
+# The files of a control folder (see the module docstring).
 REQUEST = "request.json"
 RESPONSE = "response.json"
 RESULT = "result.json"
@@ -187,11 +205,12 @@ def _temporary(path: str) -> tuple[str, int]:
                           f"to write {name}; check what creates .{name}.*.tmp files there")
 
 
-def _write_then(path: str, text: str, durable: bool, finish: Callable[[str], None]) -> None:
+def _write_then(path: str, text: str | bytes, durable: bool,
+                finish: Callable[[str], None]) -> None:
     tmp, fd = _temporary(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
@@ -201,9 +220,9 @@ def _write_then(path: str, text: str, durable: bool, finish: Callable[[str], Non
             os.unlink(tmp)
 
 
-def write_atomically(path: str, text: str, *, durable: bool = False) -> None:
-    """Replace the file ``path`` by one holding ``text`` (UTF-8): a reader sees the old content
-    or the new, never a part, and the file is private to the user (mode 600).
+def write_atomically(path: str, text: str | bytes, *, durable: bool = False) -> None:
+    """Replace the file ``path`` by one holding ``text`` (UTF-8, or bytes as they are): a reader
+    sees the old content or the new, never a part, and the file is private to the user (mode 600).
 
     The text goes to a new temporary file in the same folder, created exclusively (``O_EXCL``,
     ``O_NOFOLLOW``, mode 600, a random name: what :func:`tempfile.mkstemp` does, without
@@ -234,15 +253,28 @@ def write_once(path: str, data: Any) -> bool:
     return written[0]
 
 
-def read_json(path: str) -> Any:
-    """The JSON in ``path``, or None if it does not exist or is not (yet) complete JSON."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
+def parse_json(data: bytes | str | None) -> Any:
+    """The JSON in a file's contents ``data``, or None if there are none (None) or they are not
+    (yet) complete JSON."""
+    if data is None:
         return None
+    try:
+        return json.loads(data)
     except ValueError:
         return None  # not written by write_atomically: a reader may see a partial file
+
+
+def read_json(path: str) -> Any:
+    """The JSON in ``path``, or None if it does not exist or is not (yet) complete JSON."""
+    return parse_json(_contents(path))
+
+
+def _contents(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def lock_is_free(folder: str) -> bool:
@@ -293,21 +325,59 @@ def error_response(execution_id: str, state: str, kind: str, type_: str, message
     ``"cancelled"``, ...), ``type_`` a short error type name; the log tail is read from the
     control folder ``control`` (a folder that does not exist gives an empty tail).
     """
+    return _error(execution_id, state, kind, type_, message, log_tail(control), metrics)
+
+
+def _error(execution_id: str, state: str, kind: str, type_: str, message: str, tail: str,
+           metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "execution_id": execution_id, "state": state, "output": None,
         "error": {"type": type_, "message": message, "traceback": "", "kind": kind},
-        "log_tail": log_tail(control), "metrics": metrics or {},
+        "log_tail": tail, "metrics": metrics or {},
     }
 
 
 def response_from_result(execution_id: str, result: dict[str, Any], control: str,
                          metrics: dict[str, Any]) -> dict[str, Any]:
     """Turn the task's ``result.json`` into a response (wire form)."""
+    return _from_result(execution_id, result, log_tail(control), metrics)
+
+
+def _from_result(execution_id: str, result: dict[str, Any], tail: str,
+                 metrics: dict[str, Any]) -> dict[str, Any]:
     if result.get("ok"):
         return {"execution_id": execution_id, "state": "succeeded", "output": result["output"],
-                "error": None, "log_tail": log_tail(control), "metrics": metrics}
+                "error": None, "log_tail": tail, "metrics": metrics}
     return {"execution_id": execution_id, "state": "failed", "output": None,
-            "error": result["error"], "log_tail": log_tail(control), "metrics": metrics}
+            "error": result["error"], "log_tail": tail, "metrics": metrics}
+
+
+def vanished_response(execution_id: str, files: Mapping[str, bytes | None], tail: str,
+                      where: str, ending: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The response (wire form) of an execution whose worker ended without writing one, from
+    the contents of its control folder.
+
+    ``files`` maps file names to their contents (None: no such file); read are
+    :data:`RESULT` and :data:`CANCEL`. The first that applies: the task's result, if the task
+    finished (its worker died after it); ``ending``, the backend's own account of why the
+    worker ended (a scheduler's time limit or node failure, as :func:`error_response` builds
+    it), which beats a ``cancel`` marker (a cancel after such an end came too late); a
+    ``cancelled`` response if the folder has a ``cancel`` marker; otherwise a ``worker_lost``
+    failure. ``tail`` is the log tail the response carries; ``where`` names the folder (and
+    the machine, for a remote one) in the messages.
+    """
+    result = parse_json(files.get(RESULT))
+    if isinstance(result, dict):
+        return _from_result(execution_id, result, tail, {})
+    if ending is not None:
+        return ending
+    if files.get(CANCEL) is not None:
+        return _error(execution_id, "cancelled", "cancelled", "Cancelled",
+                      f"cancelled; the worker ended without a response (its files are in "
+                      f"{where})", tail)
+    return _error(execution_id, "failed", "worker_lost", "WorkerLost",
+                  "the worker process ended without a result (killed, or the machine "
+                  f"restarted); its files are in {where}", tail)
 
 
 # -- starting the worker -----------------------------------------------------------------------
@@ -370,6 +440,51 @@ class FolderStatus(NamedTuple):
     progress: Progress | None = None
     message: str = ""
 
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes | None], worker_alive: bool
+                   ) -> FolderStatus:
+        """The state that the contents of a control folder's files show.
+
+        ``files`` maps file names to their contents (None: no such file), read in this order:
+        :data:`RESPONSE` (only its ``"state"`` is used, so a backend may pass a response
+        reduced to ``{"state": ...}``), then, with ``worker_alive`` (a worker holds the lock,
+        or a scheduler runs the job), :data:`STATE` and :data:`PROGRESS`; else
+        :data:`RESULT` (only ``"ok"`` is used), :data:`CANCEL`, :data:`SUBMITTED` and
+        :data:`PID`.
+
+        Finished: the response's state. A worker alive: ``RUNNING`` once the task runs,
+        ``QUEUED`` before, with its progress. No worker and no response: what ``result.json``
+        says if the task finished; ``CANCELLED`` with a ``cancel`` marker; ``QUEUED`` while
+        another client is still submitting it (neither ``submitted`` nor ``pid``); otherwise
+        ``FAILED`` (the worker is gone; :func:`vanished_response` builds its response).
+        """
+        from hqs_sdk.models import ExecutionState
+
+        response = parse_json(files.get(RESPONSE))
+        if isinstance(response, dict):
+            return cls(_state(response.get("state")))
+        if worker_alive:
+            running = (files.get(STATE) or b"").strip() == b"running"
+            return cls(ExecutionState.RUNNING if running else ExecutionState.QUEUED,
+                       _progress(files.get(PROGRESS)))
+        result = parse_json(files.get(RESULT))
+        if isinstance(result, dict):
+            return cls(ExecutionState.SUCCEEDED if result.get("ok") else ExecutionState.FAILED)
+        if files.get(CANCEL) is not None:
+            return cls(ExecutionState.CANCELLED, message="cancelled")
+        if files.get(SUBMITTED) is None and files.get(PID) is None:
+            return cls(ExecutionState.QUEUED)  # being submitted by another client
+        return cls(ExecutionState.FAILED, message="the worker process is gone")
+
+
+def _progress(data: bytes | None) -> Progress | None:
+    from hqs_sdk.models import Progress
+
+    report = parse_json(data)
+    if not isinstance(report, dict):
+        return None
+    return Progress(report.get("fraction"), str(report.get("message", "")))
+
 
 # -- the folder --------------------------------------------------------------------------------
 
@@ -404,6 +519,10 @@ class ControlFolder:
 
     def exists(self, name: str) -> bool:
         return os.path.exists(os.path.join(self.path, name))
+
+    def contents(self, *names: str) -> dict[str, bytes | None]:
+        """The named files' contents, None for a file that does not exist."""
+        return {name: _contents(self.file(name)) for name in names}
 
     # -- the backend's side: prepare and start ------------------------------------------------
 
@@ -504,12 +623,7 @@ class ControlFolder:
 
     def progress(self) -> Progress | None:
         """The task's last progress report, or None."""
-        from hqs_sdk.models import Progress
-
-        data = read_json(self.file(PROGRESS))
-        if not isinstance(data, dict):
-            return None
-        return Progress(data.get("fraction"), str(data.get("message", "")))
+        return _progress(_contents(self.file(PROGRESS)))
 
     def worker_state(self) -> str:
         """What the worker wrote in ``state``: ``"queued"``, ``"running"`` or ``""``."""
@@ -524,41 +638,26 @@ class ControlFolder:
 
         Finished: the response's state. A worker alive: ``RUNNING`` once the task runs,
         ``QUEUED`` before, with its progress. No worker and no response: what ``result.json``
-        says if the task finished; ``QUEUED`` while another client is still submitting it;
-        otherwise ``FAILED`` (the worker is gone; :meth:`fetch` builds its response).
+        says if the task finished; ``CANCELLED`` with a ``cancel`` marker; ``QUEUED`` while
+        another client is still submitting it; otherwise ``FAILED`` (the worker is gone;
+        :meth:`fetch` builds its response). See :meth:`FolderStatus.from_files`.
         """
-        from hqs_sdk.models import ExecutionState
-
-        response = self.read_response()
-        if response is None and self.worker_alive():
-            running = self.worker_state() == "running"
-            return FolderStatus(ExecutionState.RUNNING if running else ExecutionState.QUEUED,
-                                self.progress())
-        # Nobody holds the lock: the worker ended (or died), perhaps just now.
-        response = response or self.read_response()
-        if response is not None:
-            return FolderStatus(_state(response.get("state")))
-        result = self.read_result()
-        if result is not None:
-            return FolderStatus(ExecutionState.SUCCEEDED if result.get("ok")
-                                else ExecutionState.FAILED)
-        if not self.exists(SUBMITTED) and not self.exists(PID):
-            return FolderStatus(ExecutionState.QUEUED)  # being submitted by another client
-        return FolderStatus(ExecutionState.FAILED, message="the worker process is gone")
+        files = self.contents(RESPONSE)
+        alive = files[RESPONSE] is None and self.worker_alive()
+        # Nobody holds the lock: the worker ended (or died), perhaps just now; read again.
+        names = (STATE, PROGRESS) if alive else (RESPONSE, RESULT, CANCEL, SUBMITTED, PID)
+        files.update(self.contents(*names))
+        return FolderStatus.from_files(files, alive)
 
     def vanished_response(self) -> dict[str, Any]:
         """The response (wire form) of an execution whose worker ended without writing one.
 
-        From ``result.json`` if the task finished (the worker died after it), otherwise a
-        ``worker_lost`` failure that says where the folder is.
+        From ``result.json`` if the task finished (the worker died after it), ``cancelled``
+        with a ``cancel`` marker, otherwise a ``worker_lost`` failure that says where the
+        folder is (see :func:`vanished_response`).
         """
-        result = self.read_result()
-        if result is not None:
-            return response_from_result(self.execution_id, result, self.path, {})
-        return error_response(
-            self.execution_id, "failed", "worker_lost", "WorkerLost",
-            "the worker process ended without a result (killed, or the machine restarted); "
-            f"its files are in {self.path}", self.path)
+        return vanished_response(self.execution_id, self.contents(RESULT, CANCEL),
+                                 log_tail(self.path), self.path)
 
     def fetch(self) -> TaskExecutionResponse:
         """The response of a finished execution (writing the vanished one if there is none).
