@@ -317,15 +317,18 @@ def process_start_time(pid: int) -> str | None:
 
 
 def error_response(execution_id: str, state: str, kind: str, type_: str, message: str,
-                   control: str, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+                   control: str | None, metrics: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """A response (wire form) for an execution that produced no output.
 
     ``state`` is an :class:`~hqs_sdk.models.ExecutionState` value (``"failed"``,
     ``"cancelled"``, ``"timed_out"``), ``kind`` the error kind (``"worker_lost"``,
     ``"cancelled"``, ...), ``type_`` a short error type name; the log tail is read from the
-    control folder ``control`` (a folder that does not exist gives an empty tail).
+    control folder ``control`` (a folder that does not exist gives an empty tail; None, for a
+    folder this machine cannot read, gives none: the caller sets ``log_tail``).
     """
-    return _error(execution_id, state, kind, type_, message, log_tail(control), metrics)
+    tail = "" if control is None else log_tail(control)
+    return _error(execution_id, state, kind, type_, message, tail, metrics)
 
 
 def _error(execution_id: str, state: str, kind: str, type_: str, message: str, tail: str,
@@ -363,14 +366,14 @@ def vanished_response(execution_id: str, files: Mapping[str, bytes | None], tail
     worker ended (a scheduler's time limit or node failure, as :func:`error_response` builds
     it), which beats a ``cancel`` marker (a cancel after such an end came too late); a
     ``cancelled`` response if the folder has a ``cancel`` marker; otherwise a ``worker_lost``
-    failure. ``tail`` is the log tail the response carries; ``where`` names the folder (and
-    the machine, for a remote one) in the messages.
+    failure. ``tail`` is the log tail the response carries (``ending``'s too); ``where`` names
+    the folder (and the machine, for a remote one) in the messages.
     """
     result = parse_json(files.get(RESULT))
     if isinstance(result, dict):
         return _from_result(execution_id, result, tail, {})
     if ending is not None:
-        return ending
+        return {**ending, "log_tail": tail}
     if files.get(CANCEL) is not None:
         return _error(execution_id, "cancelled", "cancelled", "Cancelled",
                       f"cancelled; the worker ended without a response (its files are in "

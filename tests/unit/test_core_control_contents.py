@@ -55,13 +55,14 @@ def test_without_worker_the_result_then_the_cancel_marker_then_submission_decide
 
 
 def test_the_vanished_response_prefers_the_result_then_the_backends_account() -> None:
-    ending = error_response("e1", "timed_out", "timeout", "SlurmTimeLimit", "time limit",
-                            "/nonexistent")
+    ending = error_response("e1", "timed_out", "timeout", "SlurmTimeLimit", "time limit", None)
+    assert ending["log_tail"] == ""
     with_result = {RESULT: json.dumps({"ok": True, "output": 5}).encode(), CANCEL: b""}
     response = vanished_response("e1", with_result, "the tail", "/io/e1", ending)
     assert (response["state"], response["output"], response["log_tail"]) == (
         "succeeded", 5, "the tail")
-    assert vanished_response("e1", {CANCEL: b""}, "", "/io/e1", ending) is ending
+    assert vanished_response("e1", {CANCEL: b""}, "t", "/io/e1", ending) == {**ending,
+                                                                             "log_tail": "t"}
     cancelled = vanished_response("e1", {CANCEL: b""}, "t", "/io/e1 on cluster")
     assert cancelled["state"] == "cancelled" and cancelled["error"]["kind"] == "cancelled"
     assert "/io/e1 on cluster" in cancelled["error"]["message"]
