@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -33,6 +32,7 @@ from hqs_sdk.errors import (
 )
 from hqs_sdk.models import ExecutionState
 from hqs_sdk_rest.config import BackendConfigurationREST, credentials_file, save
+from hqs_sdk_rest.errors import HTTPStatusError, TokenRefused, causes
 
 if TYPE_CHECKING:
     from hqs_sdk_rest.client import Client
@@ -44,28 +44,37 @@ LOGIN_RETRY_S = 3.0
 #: The same for the other commands.
 COMMAND_RETRY_S = 10.0
 
-_WHY = (
-    ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate is not trusted"),
-    ("SSLError", "the TLS handshake failed"),
-    ("Connection refused", "connection refused: nothing listens there"),
-    ("Name or service not known", "unknown host name"),
-    ("Temporary failure in name resolution", "the host name could not be resolved"),
-    ("Failed to resolve", "unknown host name"),
-    ("Timeout", "it did not answer in time"),
-    ("timed out", "it did not answer in time"),
-    ("not JSON", "its answers are not JSON, so it is not an hqs-sdk-server service"),
-)
-
 
 def _why(exc: BaseException) -> str:
-    """A few words on why a service could not be reached, from the client's error message."""
-    text = str(exc)
-    for needle, why in _WHY:
-        if needle in text:
-            return why
-    status = re.search(r"HTTP (\d{3})", text)
-    if status:
-        return f"it answers HTTP {status.group(1)}"
+    """A few words on why a service could not be reached, read from the kinds of error in
+    the chain (never from their text); the first row of the table found anywhere wins."""
+    import socket
+    import ssl
+
+    import requests
+
+    chain = list(causes(exc))
+    status = next((e.status_code for e in chain if isinstance(e, HTTPStatusError)), None)
+    if status is not None:
+        return f"it answers HTTP {status}"
+    why: tuple[tuple[type[BaseException], str], ...] = (
+        # SSLCertVerificationError is an SSLError too: the more precise one first.
+        (ssl.SSLCertVerificationError, "its TLS certificate is not trusted"),
+        (ssl.SSLError, "the TLS handshake failed"),
+        (ConnectionRefusedError, "connection refused: nothing listens there"),
+        (socket.gaierror, "unknown host name"),
+        (TimeoutError, "it did not answer in time"),
+        (requests.Timeout, "it did not answer in time"),
+        (json.JSONDecodeError, "its answers are not JSON, so it is not an hqs-sdk-server service"),
+        (requests.exceptions.ChunkedEncodingError, "its answer broke off in the middle"),
+        (ConnectionResetError, "it closed the connection"),
+    )
+    for kind, text in why:
+        found = next((e for e in chain if isinstance(e, kind)), None)
+        if found is not None:
+            if isinstance(found, socket.gaierror) and found.errno == socket.EAI_AGAIN:
+                return "the host name could not be resolved"
+            return text
     return "no answer"
 
 
@@ -94,10 +103,10 @@ def _when(text: str) -> datetime:
     """An ISO 8601 date or time from the command line; without a zone it is local time."""
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 date or time (e.g. 2024-05-01, 2024-05-01T14:30 or "
-            "2024-05-01T14:30:00+02:00)") from None
+            "2024-05-01T14:30:00+02:00)") from exc
     # astimezone() reads a naive value as local time; the service compares in UTC.
     return value.astimezone(UTC)
 
@@ -158,7 +167,7 @@ def _cmd_login(args: argparse.Namespace) -> int:
     try:
         with _reaching(url, "check the URL and that the service is running. Nothing was saved"):
             who = client.whoami()
-    except ConfigurationError as exc:  # 401: the only ConfigurationError once url is valid
+    except TokenRefused as exc:
         raise ConfigurationError(
             f"{url} refused the token: it is unknown, revoked or mistyped. Nothing was saved; "
             "the service's administrator creates tokens with "

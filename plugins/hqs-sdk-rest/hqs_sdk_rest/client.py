@@ -10,112 +10,34 @@ Example::
 One ``requests.Session`` per URL and token per process. Connection errors, timeouts, 429 and
 5xx are retried with exponential back-off (tenacity) for ``retry_seconds``; then the error says
 that running the script again re-attaches. Other 4xx are the service's answer and raise at once
-with its message.
+with its message. The errors carry the response or keep their cause (:mod:`hqs_sdk_rest.errors`;
+``NotFound`` and ``NotFinished`` are importable from here too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import requests
 import tenacity
 
 from hqs_sdk import wire
 from hqs_sdk.backend import BackendStatus
-from hqs_sdk.errors import (
-    BackendError,
-    BackendRejectedError,
-    BackendUnavailableError,
-    ConfigurationError,
-)
+from hqs_sdk.errors import BackendError, BackendRejectedError
 from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
-from hqs_sdk_rest import uploads
+from hqs_sdk_rest import _transport, uploads
 from hqs_sdk_rest.config import BackendConfigurationREST, resolve
+from hqs_sdk_rest.errors import NotFinished, NotFound
 
 __all__ = ["Client", "NotFinished", "NotFound"]
-
-_RETRY_STATUS = {429, 500, 502, 503, 504}
-#: Longest pause a Retry-After header can ask for; a longer one is still cut by retry_seconds.
-_RETRY_AFTER_MAX = 60.0
-
-
-class NotFound(BackendRejectedError):
-    """The service has no such execution for this token's user (404)."""
-
-
-class NotFinished(BackendError):
-    """The execution has no response yet (409)."""
-
-
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-
-
-def _retry_after(reply: requests.Response) -> float | None:
-    """The pause a 429 or 503 asks for (delay-seconds or HTTP-date), if any."""
-    value = reply.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return min(float(value), _RETRY_AFTER_MAX)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), _RETRY_AFTER_MAX)
-
-
-_backoff = tenacity.wait_exponential(multiplier=0.2, max=10)
-
-
-def _wait(state: tenacity.RetryCallState) -> float:
-    # The service (or a proxy in front of it) knows better than our back-off how long to wait.
-    pause = _backoff(state)
-    failure = state.outcome.exception() if state.outcome is not None else None
-    asked = getattr(failure, "retry_after", None)
-    return pause if asked is None else max(pause, asked)
-
-
-_sessions: dict[tuple[str, str], requests.Session] = {}
-_sessions_lock = threading.Lock()
-
-
-class _Adapter(requests.adapters.HTTPAdapter):
-    """Sends request bodies (uploads) in 1 MiB blocks instead of urllib3's 16 KiB."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("blocksize", 1024 * 1024)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def _session(url: str, token: str) -> requests.Session:
-    with _sessions_lock:
-        session = _sessions.get((url, token))
-        if session is None:
-            session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {token}"
-            session.headers["User-Agent"] = "hqs-sdk-rest"
-            adapter = _Adapter(pool_connections=4, pool_maxsize=16)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            _sessions[(url, token)] = session
-        return session
-
 
 _STATES = {state.value: state for state in ExecutionState}
 
@@ -145,7 +67,7 @@ class Client:
         config = config or BackendConfigurationREST(url=url, token=token)
         self.config = config
         self.url, token = resolve(config)
-        self.session = _session(self.url, token)
+        self.session = _transport.session(self.url, token)
         # (path, size, mtime) -> the file as uploaded by this client
         self._uploaded: dict[tuple[str, int, int], wire.FileInfo] = {}
         self._uploaded_lock = threading.Lock()
@@ -156,81 +78,36 @@ class Client:
              path: dict[str, str] | None = None, retry_seconds: float | None = None) -> Any:
         """Call the route ``name``; returns the decoded JSON of the reply.
 
-        Transient failures are retried for ``retry_seconds`` (default: :attr:`retry_seconds`).
+        Transient failures are retried for ``retry_seconds`` (default: :attr:`retry_seconds`);
+        what is raised is described in :mod:`hqs_sdk_rest.errors`.
         """
         retry_seconds = self.retry_seconds if retry_seconds is None else retry_seconds
         route = wire.route(name)
-        target = self.url + route.path.format(**{k: quote(v, safe="")
-                                                 for k, v in (path or {}).items()})
-        data: Any = None
-        content_type = "application/json"
+        request: dict[str, Any] = {
+            "method": route.method, "params": params, "timeout": self.config.timeout_s,
+            "verify": self.config.verify,
+            "url": self.url + route.path.format(**{k: quote(v, safe="")
+                                                   for k, v in (path or {}).items()})}
         if hasattr(body, "read"):  # a file, streamed (and rewound for every attempt)
-            data, content_type = body, "application/octet-stream"
+            request.update(data=body, headers={"Content-Type": "application/octet-stream"})
         elif body is not None:
-            data = json.dumps(converter.unstructure(body), separators=(",", ":"))
+            request.update(data=json.dumps(converter.unstructure(body), separators=(",", ":")),
+                           headers={"Content-Type": "application/json"})
         doing = f"{route.method} {route.path}"
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Transient),
-            wait=_wait,
+            retry=tenacity.retry_if_exception_type(_transport.Transient),
+            wait=_transport.wait,
             stop=tenacity.stop_after_delay(retry_seconds), reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
-                    if hasattr(data, "seek"):
-                        data.seek(0)
-                    return self._once(route.method, target, data, params, doing, content_type)
-        except _Transient as exc:
-            raise BackendUnavailableError(
-                f"{self.url} did not answer {doing} for {retry_seconds:g} s: "
-                f"{exc.message}. Running the script again re-attaches to its executions."
-            ) from None
+                    if hasattr(body, "seek"):
+                        body.seek(0)
+                    return _transport.send(self.session, request, self.url, doing)
+        except _transport.Transient as failed:
+            # Chained to the requests error of the last attempt, if there was one.
+            raise failed.gave_up(self.url, doing, retry_seconds) from failed.__cause__
         raise AssertionError("unreachable")
-
-    def _once(self, method: str, target: str, data: Any, params: dict[str, Any] | None,
-              doing: str, content_type: str) -> Any:
-        try:
-            # Never redirected: a redirect would send the token (same host) and the body
-            # (always) to wherever the answer points.
-            reply = self.session.request(
-                method, target, data=data, params=params, timeout=self.config.timeout_s,
-                verify=self.config.verify, allow_redirects=False,
-                headers={"Content-Type": content_type} if data is not None else None)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
-        if 300 <= reply.status_code < 400:
-            location = reply.headers.get("Location", "")
-            reply.close()
-            raise ConfigurationError(
-                f"{self.url} answered {doing} with a redirect (HTTP {reply.status_code}) to "
-                f"{location[:200]!r}; the client follows none, so that the token and the "
-                "request go nowhere else. Set the service's URL to the address it really "
-                "answers at (BackendConfigurationREST(url=...) or HQS_SDK_URL)")
-        if reply.status_code in _RETRY_STATUS:
-            raise _Transient(f"HTTP {reply.status_code}", _retry_after(reply))
-        if reply.status_code >= 400:
-            message = self._problem(reply)
-            if reply.status_code == 401:
-                raise ConfigurationError(
-                    f"{self.url} refused the token ({message}); run `hqs-sdk login`, set "
-                    "HQS_SDK_TOKEN or pass BackendConfigurationREST(token=...) with a valid "
-                    "token (the service's administrator creates one with `hqs-sdk-server "
-                    "token create --user NAME`)")
-            if reply.status_code == 404:
-                raise NotFound(f"{doing}: {message}")
-            if reply.status_code == 409:
-                raise NotFinished(f"{doing}: {message}")
-            raise BackendRejectedError(f"{self.url} refused {doing}: {message}")
-        try:
-            return reply.json()
-        except ValueError:
-            raise _Transient(f"HTTP {reply.status_code} with a body that is not JSON") from None
-
-    @staticmethod
-    def _problem(reply: requests.Response) -> str:
-        try:
-            return str(reply.json()["message"])
-        except (ValueError, KeyError, TypeError):
-            return f"HTTP {reply.status_code}: {reply.text[:200]}"
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -273,7 +150,7 @@ class Client:
                 raise BackendError(
                     f"{self.url} answered POST /v1/executions/states with something that is "
                     f"not a states reply ({type(exc).__name__}: {exc}); is the URL that of an "
-                    "hqs-sdk-server service of the same API version?") from None
+                    "hqs-sdk-server service of the same API version?") from exc
         return found
 
     def get(self, execution_id: str) -> wire.ExecutionInfo:
@@ -329,7 +206,7 @@ class Client:
         except OSError as exc:
             raise BackendRejectedError(
                 f"cannot upload the input file {path}: {exc.strerror or exc}; check that it "
-                "exists and is readable") from None
+                "exists and is readable") from exc
         with self._uploaded_lock:
             self._uploaded[key] = info
         return info

@@ -106,7 +106,7 @@ def resolve(config: BackendConfigurationREST) -> tuple[str, str]:
             saved = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read {path}: {exc}; run `hqs-sdk login` again"
-                                     ) from None
+                                     ) from exc
         if url is None or saved.get("url") == url.rstrip("/"):
             url = url or saved.get("url")
             token = token or saved.get("token")

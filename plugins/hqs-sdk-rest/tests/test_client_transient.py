@@ -17,6 +17,7 @@ import pytest
 import requests
 import responses
 from hqs_sdk_rest import Client
+from hqs_sdk_rest.errors import ServiceUnavailable
 
 from hqs_sdk import wire
 from hqs_sdk.cli import build_parser
@@ -126,7 +127,8 @@ def test_states_survives_a_5xx_burst(mock: responses.RequestsMock, sleeps: list[
 @pytest.mark.parametrize("failure", [
     requests.exceptions.ConnectionError(ConnectionResetError(104, "Connection reset by peer")),
     requests.exceptions.ReadTimeout("read timed out"),
-], ids=["reset", "read-timeout"])
+    requests.exceptions.ChunkedEncodingError("the reply broke off after its headers"),
+], ids=["reset", "read-timeout", "chunked"])
 def test_submit_survives_a_dropped_connection(mock: responses.RequestsMock, sleeps: list[float],
                                               client: Client, failure: Exception) -> None:
     mock.post(SUBMIT, body=failure)
@@ -167,8 +169,14 @@ def test_a_service_that_stays_down_raises_backend_unavailable(
     assert re.search(r"script.* re-attach", message, re.I)
     if "status" in down:
         assert "503" in message
+        # The answer, not only its number in the text (and nothing below HTTP failed).
+        assert isinstance(caught.value, ServiceUnavailable)
+        assert caught.value.status_code == 503
+        assert caught.value.response is not None and caught.value.response.text == down["body"]
+        assert caught.value.__cause__ is None
     else:
         assert "ConnectionError" in message
+        assert caught.value.__cause__ is down["body"]  # the requests error itself
     assert not isinstance(caught.value, BackendRejectedError)
     # It kept trying for its window, and gave up soon after it.
     assert len(mock.calls) >= 2

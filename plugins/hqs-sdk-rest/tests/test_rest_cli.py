@@ -21,6 +21,7 @@ from hqs_sdk_server.testing import Service
 from hqs_sdk import run_many
 from hqs_sdk.errors import TaskFailedError
 from hqs_sdk.testing import tasks
+from hqs_sdk.testing.web import serving_pages
 
 CLI = os.path.join(os.path.dirname(sys.executable), "hqs-sdk")
 
@@ -114,6 +115,41 @@ def test_an_unreachable_url_is_a_clear_error(env: dict[str, str]) -> None:
 
     missing = cli(env, "login", "--token-stdin", stdin="some-token\n")
     assert missing.returncode == 1 and "--url" in missing.stderr
+
+
+@pytest.mark.parametrize(("page", "why"), [
+    # A real loopback server that starts a chunked reply and sends garbage for its length.
+    ((200, {"Transfer-Encoding": "chunked"}, b"zz\r\n"), "its answer broke off in the middle"),
+    ((503, {"Content-Type": "text/plain"}, b"the upstream timed out"), "it answers HTTP 503"),
+    ((200, {"Content-Type": "text/html"}, b"<html>Timeout</html>"),
+     "its answers are not JSON, so it is not an hqs-sdk-server service"),
+], ids=["broken-reply", "503", "not-json"])
+def test_login_says_why_a_url_did_not_answer(env: dict[str, str], page: Any, why: str) -> None:
+    """The reason comes from the error's chain and status, whatever the texts say."""
+    with serving_pages({"/v1/whoami": page}) as url:
+        done = cli(env, "login", "--url", url, stdin="some-token\n")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"hqs-sdk: cannot reach {url} ({why}); "), done.stderr
+    assert not saved_file(env).exists()
+
+
+def test_login_over_tls_to_a_plain_http_service_says_the_handshake_failed(
+        service: Service, env: dict[str, str]) -> None:
+    url = service.url.replace("http://", "https://")
+    done = cli(env, "login", "--url", url, stdin="some-token\n")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"hqs-sdk: cannot reach {url} (the TLS handshake failed)")
+
+
+def test_login_to_a_redirecting_url_says_so_and_does_not_blame_the_token(
+        env: dict[str, str]) -> None:
+    elsewhere = {"/v1/whoami": (307, {"Location": "http://127.0.0.1:9/v1/whoami"}, b"")}
+    with serving_pages(elsewhere) as url:
+        done = cli(env, "login", "--url", url, stdin="some-token\n")
+    assert done.returncode == 1
+    assert "redirect (HTTP 307)" in done.stderr, done.stderr
+    assert "refused the token" not in done.stderr
+    assert not saved_file(env).exists()
 
 
 def test_login_asks_for_the_token_without_echo_on_a_terminal(
