@@ -60,6 +60,9 @@ class Backend(abc.ABC):
     poll_interval_max: ClassVar[float] = 5.0
     #: How long transient errors are retried before the client gives up waiting.
     retry_seconds: ClassVar[float] = 120.0
+    #: True for a backend that hands executions to a task service (e.g. the REST backend);
+    #: the service refuses to run its executions through such a backend.
+    delegates_to_service: ClassVar[bool] = False
 
     def __init__(self, config: BackendConfiguration) -> None:
         self.config = config
@@ -107,6 +110,19 @@ class Backend(abc.ABC):
         entry is then updated. The default keeps the cached response.
         """
         return None
+
+    def output_locations(self, execution_id: str, handle: Handle | None = None
+                         ) -> Sequence[str]:
+        """The folders, as this machine sees them, an execution's outputs may refer to.
+
+        A task service accepts a file reference in an execution's output only inside one of
+        these (anything else could be any file of the machine); a backend whose workers write
+        into a control folder per execution (:mod:`hqs_sdk.control`) returns that folder,
+        under each path this machine reaches it by. ``handle`` is given when the caller has
+        it; the execution id alone must do otherwise. The default, ``()``, allows no local
+        files (outputs that are URLs are always allowed).
+        """
+        return ()
 
     def wait(self, handles: Sequence[Handle], timeout: float, wake: threading.Event) -> None:
         """Block until something may have changed, ``timeout`` passed or ``wake`` is set.

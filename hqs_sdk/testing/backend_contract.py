@@ -515,6 +515,36 @@ class BackendContract:
         assert read.state is ExecutionState.SUCCEEDED, read
         assert read.output == content
 
+    def test_output_files_are_in_its_output_locations(self, backend: Backend) -> None:
+        """A file a task returns lies in a folder :meth:`Backend.output_locations` names.
+
+        A task service accepts output files only there. Skips for a backend that names no
+        folders (its file outputs cannot go through a service) or whose outputs are URLs.
+        """
+        from hqs_sdk.fileref import locations
+        from hqs_sdk.testing import tasks
+
+        request = make_request(tasks.write_text, content="where", name="located.txt")
+        handle = backend.submit(request)
+        response = wait_finished(backend, handle, self.finish_timeout)
+        assert response.state is ExecutionState.SUCCEEDED, response
+        by_handle = list(backend.output_locations(request.execution_id, handle))
+        by_id = list(backend.output_locations(request.execution_id))
+        assert by_handle == by_id, (
+            f"output_locations gives {by_id} from the execution id alone but {by_handle} with "
+            "its handle: a service asks with the id")
+        if not by_id:
+            pytest.skip("the backend names no output locations (Backend.output_locations)")
+        assert all(isinstance(folder, str) and os.path.isabs(folder) for folder in by_id), by_id
+        (location,) = locations(response.output)
+        if "://" in location:
+            pytest.skip(f"the backend returns output files as URLs ({location})")
+        assert any(os.path.commonpath([folder, location]) == folder for folder in by_id), (
+            f"the output file {location} is outside the execution's output locations {by_id}")
+        other = list(backend.output_locations(uuid.uuid4().hex))
+        assert not any(os.path.commonpath([folder, location]) == folder for folder in other), (
+            f"another execution's output locations {other} hold this one's file {location}")
+
     # -- errors through the SDK's runner ------------------------------------------------------
 
     def test_a_plugin_error_while_waiting_reaches_the_caller(

@@ -6,21 +6,17 @@ Layout under the work folder (``~/.cache/hqs-sdk/local`` by default)::
     slots/slot-<i>               one lock file per CPU slot, shared by every client
 
 The execution folder *is* the handle, so a client that was killed re-attaches by reading the
-files the worker leaves there. An exclusive lock on ``<folder>/lock`` is held by the worker
-for as long as it lives (the client takes it before spawning and hands the descriptor over),
-which makes "running", "finished" and "died" distinguishable without a daemon, and makes a
-repeated submission of the same execution id start nothing new.
+files the worker leaves there. Everything about those files (the lock a live worker holds,
+handed over by the client that starts it; state, progress, response; cancelling; the response
+of a worker that died) is the core's protocol, :mod:`hqs_sdk.control`: this backend adds the
+work folder, the CPU slots, the task environment and a fork server that starts workers fast.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import select
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -29,20 +25,19 @@ from typing import Any
 import attrs
 
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
-from hqs_sdk.errors import BackendError, BackendRejectedError, ConfigurationError
-from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
-from hqs_sdk.serialization import converter
-from hqs_sdk.worker import (
-    check_pass_env,
-    error_response,
+from hqs_sdk.control import (
+    ControlFolder,
+    WorkerCommand,
     process_start_time,
-    response_from_result,
-    task_environment,
+    spawn_detached,
+    worker_program,
 )
+from hqs_sdk.errors import BackendError, BackendRejectedError, ConfigurationError
+from hqs_sdk.models import TaskExecutionRequest, TaskExecutionResponse
+from hqs_sdk.worker import check_pass_env, task_environment
 
 __all__ = ["BackendConfigurationLocal", "LocalBackend"]
 
-_STATES = {state.value: state for state in ExecutionState}
 _MAX_PIDFDS = 256
 
 
@@ -117,31 +112,6 @@ class BackendConfigurationLocal(BackendConfiguration):
     fork_server: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return None  # being replaced right now: os.replace makes that a rare, brief window
-
-
-def _lock_is_free(folder: str) -> bool:
-    """True when no worker holds the execution's lock (takes and drops it at once)."""
-    try:
-        fd = os.open(os.path.join(folder, "lock"), os.O_RDWR)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
 def _has_gpu() -> bool:
     return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
 
@@ -162,7 +132,7 @@ class LocalBackend(Backend):
         self.slot_count = config.vcpu_slots or len(os.sched_getaffinity(0))
         # Built once from an allow-list: a client's or service's secrets never reach a task.
         self.env = task_environment(os.environ, config.pass_env, config.env)
-        self.worker_command = list(config.worker_command or self._find_worker())
+        self.worker_command = tuple(config.worker_command or worker_program())
         self._fork_server: str | None = None
         if config.fork_server and config.worker_command is None:
             from hqs_sdk_local.forkserver import socket_path
@@ -188,17 +158,17 @@ class LocalBackend(Backend):
 
             hint_if_old(self.work_dir)  # old executions: name the commands that clean up, daily
 
-    @staticmethod
-    def _find_worker() -> list[str]:
-        beside = os.path.join(os.path.dirname(sys.executable), "hqs-task-execute")
-        if os.access(beside, os.X_OK):
-            return [beside]
-        return [sys.executable, "-m", "hqs_sdk.worker"]
-
-    def _folder(self, handle: Handle) -> str:
+    def _folder(self, handle: Handle) -> ControlFolder:
         if not isinstance(handle, dict) or not isinstance(handle.get("dir"), str):
             raise BackendError(f"not a local backend handle: {handle!r}")
-        return str(handle["dir"])
+        return ControlFolder(handle["dir"])
+
+    def output_locations(self, execution_id: str, handle: Handle | None = None
+                         ) -> Sequence[str]:
+        """The execution's folder (``executions/<execution_id>``): its outputs are in it."""
+        if handle is not None:
+            return [self._folder(handle).path]
+        return [os.path.join(self.executions_dir, execution_id)]
 
     # -- submit --------------------------------------------------------------------------------
 
@@ -226,119 +196,50 @@ class LocalBackend(Backend):
 
     def submit(self, request: TaskExecutionRequest) -> Handle:
         self.check(request)
-        folder = os.path.join(self.executions_dir, request.execution_id)
-        handle = {"dir": folder}
-        if os.path.exists(os.path.join(folder, "submitted")):
+        folder = ControlFolder(os.path.join(self.executions_dir, request.execution_id))
+        handle = {"dir": folder.path}
+        if folder.submitted:
             return handle
+        command = folder.command(self.worker_command, env=self.env, slots=self.slots_dir,
+                                 slot_count=self.slot_count)
         try:
-            os.makedirs(folder, exist_ok=True)
-            request_path = os.path.join(folder, "request.json")
-            if not os.path.exists(request_path):
-                # Another client may submit this same execution at this moment (it found our
-                # fresh "created" cache entry): private temp names, and the first one wins.
-                self._write_once(request_path, converter.unstructure(request))
-            lock_fd = os.open(os.path.join(folder, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            # Another client may submit this same execution at this moment (it found our
+            # fresh "created" cache entry): the first request file wins, and the lock lets
+            # only one worker start.
+            folder.prepare(request)
+            pid = folder.start(command, self._spawn)
+            folder.mark_submitted()
         except OSError as exc:
-            raise BackendError(f"cannot prepare {folder}: {exc}") from exc
-        try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pass  # a worker already runs this execution
-            else:
-                if not os.path.exists(os.path.join(folder, "response.json")):
-                    self._spawn(request.execution_id, folder, lock_fd)
-        finally:
-            os.close(lock_fd)  # the worker keeps its inherited copy (and with it the lock)
-        with open(os.path.join(folder, "submitted"), "w"):
-            pass
+            raise BackendError(f"cannot prepare {folder.path}: {exc}") from exc
+        if pid is not None:
+            with self._lock:
+                self._children[request.execution_id] = pid
         return handle
 
-    def _spawn(self, execution_id: str, folder: str, lock_fd: int) -> None:
-        # Only fds 0-3 reach the worker (Python opens everything else close-on-exec); fd 3
-        # carries the execution's lock.
-        arguments = [folder, "--lock-fd", "3", "--slots", self.slots_dir,
-                     "--slot-count", str(self.slot_count)]
-        err_path = os.path.join(folder, "worker.err")
-        try:
-            err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise BackendError(f"cannot create {err_path}: {exc.strerror}") from exc
-        try:
-            pid = None
-            if self._fork_server is not None:
-                from hqs_sdk_local.forkserver import spawn_worker
+    def _spawn(self, command: WorkerCommand, lock_fd: int, err_fd: int) -> int:
+        """Start the worker through the fork server, or directly; a negative pid is not ours."""
+        if self._fork_server is not None:
+            from hqs_sdk_local.forkserver import spawn_worker
 
-                try:
-                    pid = spawn_worker(self._fork_server, arguments, self.env, folder,
-                                       lock_fd, err_fd)
-                except (OSError, ValueError):
-                    pid = None  # the server is an accelerator: spawn the worker directly
-            if pid is None:
-                pid = self._posix_spawn([*self.worker_command, *arguments], lock_fd, err_fd)
-            else:
-                pid = -pid  # not our child: nothing to reap
-        finally:
-            os.close(err_fd)
-        with self._lock:
-            self._children[execution_id] = pid
-
-    def _posix_spawn(self, command: list[str], lock_fd: int, err_fd: int) -> int:
-        # posix_spawn, not Popen: a Popen object would warn when collected while its detached
-        # worker still runs, and vfork-based spawning is faster.
+            arguments = list(command.argv[len(self.worker_command):])  # folder and options
+            try:
+                return -spawn_worker(self._fork_server, arguments, command.env, arguments[0],
+                                     lock_fd, err_fd)
+            except (OSError, ValueError):
+                pass  # the server is an accelerator: spawn the worker directly
         try:
-            return os.posix_spawn(
-                command[0], command, self.env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, err_fd, 1),
-                    (os.POSIX_SPAWN_DUP2, err_fd, 2),
-                    (os.POSIX_SPAWN_DUP2, lock_fd, 3),
-                ],
-                setsid=True,
-            )
+            return spawn_detached(command, lock_fd, err_fd)
         except OSError as exc:
             raise BackendError(
-                f"cannot start the worker {command[0]!r}: {exc.strerror}. Is hqs-sdk installed "
-                "in this environment? Set BackendConfigurationLocal(worker_command=...) otherwise."
-            ) from exc
+                f"cannot start the worker {command.argv[0]!r}: {exc.strerror}. Is hqs-sdk "
+                "installed in this environment? Set BackendConfigurationLocal(worker_command=...) "
+                "otherwise.") from exc
 
     # -- states --------------------------------------------------------------------------------
 
-    def _state_of(self, folder: str) -> BackendStatus:
-        response = _read_json(os.path.join(folder, "response.json"))
-        if response is not None:
-            return BackendStatus(_STATES.get(response.get("state"), ExecutionState.FAILED))
-        if not _lock_is_free(folder):
-            state_text = ""
-            try:
-                with open(os.path.join(folder, "state")) as f:
-                    state_text = f.read().strip()
-            except FileNotFoundError:
-                pass
-            state = ExecutionState.RUNNING if state_text == "running" else ExecutionState.QUEUED
-            progress = _read_json(os.path.join(folder, "progress.json"))
-            return BackendStatus(
-                state, Progress(progress.get("fraction"), str(progress.get("message", "")))
-                if isinstance(progress, dict) else None,
-            )
-        # Nobody holds the lock and there is no response: the worker ended (or died) just now.
-        response = _read_json(os.path.join(folder, "response.json"))
-        if response is not None:
-            return BackendStatus(_STATES.get(response.get("state"), ExecutionState.FAILED))
-        result = _read_json(os.path.join(folder, "result.json"))
-        if isinstance(result, dict):
-            return BackendStatus(ExecutionState.SUCCEEDED if result.get("ok")
-                                 else ExecutionState.FAILED)
-        if not os.path.exists(os.path.join(folder, "submitted")) and not os.path.exists(
-            os.path.join(folder, "pid")
-        ):
-            return BackendStatus(ExecutionState.QUEUED)  # being submitted by another client
-        return BackendStatus(ExecutionState.FAILED, message="the worker process is gone")
-
     def states(self, handles: Sequence[Handle]) -> list[BackendStatus]:
         self._reap()
-        return [self._state_of(self._folder(h)) for h in handles]
+        return [BackendStatus(*self._folder(h).status()) for h in handles]
 
     def _reap(self) -> None:
         """Collect the exit status of workers this process spawned (no zombies)."""
@@ -358,64 +259,15 @@ class LocalBackend(Backend):
 
     def fetch(self, handle: Handle) -> TaskExecutionResponse:
         folder = self._folder(handle)
-        path = os.path.join(folder, "response.json")
-        data = _read_json(path)
-        if data is None:
-            result = _read_json(os.path.join(folder, "result.json"))
-            execution_id = os.path.basename(folder)
-            if isinstance(result, dict):
-                data = response_from_result(execution_id, result, folder, {})
-            else:
-                data = error_response(
-                    execution_id, "failed", "worker_lost", "WorkerLost",
-                    "the worker process ended without a result (killed, or the machine "
-                    f"restarted); its files are in {folder}", folder)
-            self._write_once(path, data)
-        self._close_pidfd(folder)
         try:
-            return converter.structure(data, TaskExecutionResponse)
-        except Exception as exc:
-            raise BackendError(f"the response in {path} is unreadable: {exc}") from exc
-
-    @staticmethod
-    def _write_once(path: str, data: Any) -> None:
-        """Write ``path`` unless someone else did first (a worker, another client)."""
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
+            return folder.fetch()
         finally:
-            os.unlink(tmp)
+            self._close_pidfd(folder.path)
 
     # -- cancel --------------------------------------------------------------------------------
 
     def cancel(self, handle: Handle) -> None:
-        folder = self._folder(handle)
-        with open(os.path.join(folder, "cancel"), "w"):
-            pass
-        if os.path.exists(os.path.join(folder, "response.json")):
-            return
-        pid, start = self._recorded_pid(folder)
-        if pid is not None and process_start_time(pid) == start:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 15)
-            return
-        if _lock_is_free(folder):
-            self._write_once(os.path.join(folder, "response.json"), error_response(
-                os.path.basename(folder), "cancelled", "cancelled", "Cancelled",
-                "cancelled before it started", folder))
-
-    @staticmethod
-    def _recorded_pid(folder: str) -> tuple[int | None, str | None]:
-        try:
-            with open(os.path.join(folder, "pid")) as f:
-                pid_text, _, start = f.read().partition(" ")
-            return int(pid_text), start.strip()
-        except (OSError, ValueError):
-            return None, None
+        self._folder(handle).cancel()
 
     # -- wait ----------------------------------------------------------------------------------
 
@@ -423,7 +275,7 @@ class LocalBackend(Backend):
         fd = self._pidfds.get(folder)
         if fd is not None or len(self._pidfds) >= _MAX_PIDFDS:
             return fd
-        pid, start = self._recorded_pid(folder)
+        pid, start = ControlFolder(folder).recorded_pid()
         if pid is None:
             child = self._children.get(os.path.basename(folder))
             pid, start = (abs(child), None) if child is not None else (None, None)
@@ -448,7 +300,8 @@ class LocalBackend(Backend):
     def wait(self, handles: Sequence[Handle], timeout: float, wake: threading.Event) -> None:
         """Return as soon as a watched worker exits (pidfd), ``wake`` is set, or on timeout."""
         with self._lock:
-            fds = [fd for fd in (self._pidfd(self._folder(h)) for h in handles) if fd is not None]
+            fds = [fd for fd in (self._pidfd(self._folder(h).path) for h in handles)
+                   if fd is not None]
         if not fds:
             wake.wait(timeout)
             return

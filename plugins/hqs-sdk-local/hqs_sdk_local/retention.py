@@ -35,9 +35,9 @@ from typing import Any
 
 import attrs
 
+from hqs_sdk.control import lock_is_free
 from hqs_sdk.errors import ConfigurationError, HqsSdkError
 from hqs_sdk.fileref import locations
-from hqs_sdk_local.backend import _lock_is_free
 
 __all__ = [
     "HINT_AGE_S",
@@ -153,7 +153,7 @@ def _state(folder: str, names: set[str], last_change: float, now: float) -> str:
         return "finished"
     if "submitted" not in names and "pid" not in names and now - last_change < SUBMIT_GRACE_S:
         return "active"  # a client is submitting it right now: never touch its lock
-    if not _lock_is_free(folder):
+    if not lock_is_free(folder):
         return "active"
     return "lost"
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
-from hqs_sdk.backend import BackendConfiguration
+from hqs_sdk.backend import Backend, BackendConfiguration
 
 if TYPE_CHECKING:
     from hqs_sdk._remote_files import FetchPolicy
@@ -25,6 +26,42 @@ def _masked(url: str | None) -> str | None:
     from hqs_sdk_server.db import masked
 
     return None if url is None else masked(url)
+
+
+_backends: dict[int, tuple[BackendConfiguration, Backend]] = {}
+_backends_lock = threading.Lock()
+
+
+def _backend(config: BackendConfiguration) -> Backend:
+    """One instance per configuration object, to ask where executions put their outputs."""
+    from hqs_sdk.plugins import registry
+
+    with _backends_lock:
+        found = _backends.get(id(config))
+        if found is None or found[0] is not config:
+            found = (config, registry().backend_spec_for(config).backend_class(config))
+            _backends[id(config)] = found
+        return found[1]
+
+
+def _delegates(name: str, backend_class: type[Backend]) -> bool:
+    """True for a backend that hands executions to a task service (the REST backend)."""
+    # TEMPORARY: `name == "rest"` until hqs_sdk_rest sets delegates_to_service = True;
+    # then only the attribute counts.
+    return bool(getattr(backend_class, "delegates_to_service", False)) or name == "rest"
+
+
+def _slurm_folders(config: BackendConfiguration, run_id: str) -> list[str] | None:
+    """TEMPORARY: the Slurm backend's layout, until it implements output_locations."""
+    from hqs_sdk.plugins import registry
+
+    backend_class = registry().backend_spec_for(config).backend_class
+    if "output_locations" in vars(backend_class) or not hasattr(config, "slurm_tmp_io"):
+        return None
+    # slurm_tmp_io/<execution>/, as the cluster and as this machine see it
+    fields = attrs.asdict(config)
+    return [f"{base.rstrip('/')}/{run_id}"
+            for base in (fields.get("slurm_tmp_io"), fields.get("slurm_tmp_io_local")) if base]
 
 
 def default_data_dir() -> Path:
@@ -115,7 +152,7 @@ class Settings:
             raise SettingsError(f'{where} must be a JSON object with "backend": "<name>" and '
                                 "that backend's configuration fields")
         name = data.pop("backend")
-        if name == "local":  # its folder in the data folder, where execution_folders looks
+        if name == "local":  # its folder in the data folder, with the service's other data
             data.setdefault("work_dir", str(self.work_dir))
             pass_env, env = self._task_env()
             data["pass_env"] = [*data.get("pass_env", ()), *pass_env]
@@ -125,8 +162,9 @@ class Settings:
                                 f"backend {name!r}: set the tasks' environment there (e.g. "
                                 "preparation_script_before of the Slurm backend)")
         backends = registry().backends
-        if name not in backends or name == "rest":
-            usable = ", ".join(sorted(b for b in backends if b != "rest"))
+        if name not in backends or _delegates(name, backends[name].backend_class):
+            usable = ", ".join(sorted(b for b, spec in backends.items()
+                                      if not _delegates(b, spec.backend_class)))
             raise SettingsError(f"{where} names the backend {name!r}; the installed backends "
                                 f"the service can use are: {usable}")
         try:
@@ -152,13 +190,11 @@ class Settings:
         return tuple(pass_env), env
 
     def execution_folders(self, config: BackendConfiguration, run_id: str) -> list[str]:
-        """Where the execution ``run_id`` writes its files: what its output may refer to."""
-        from hqs_sdk.plugins import registry
+        """Where the execution ``run_id`` writes its files: what its output may refer to.
 
-        fields = attrs.asdict(config)
-        if registry().backend_spec_for(config).name == "local":
-            return [os.path.join(fields["work_dir"], "executions", run_id)]
-        # The Slurm backend: slurm_tmp_io/<execution>/, as the cluster and as this machine see it
-        return [f"{base.rstrip('/')}/{run_id}"
-                for base in (fields.get("slurm_tmp_io"), fields.get("slurm_tmp_io_local"))
-                if base]
+        The backend says (:meth:`~hqs_sdk.backend.Backend.output_locations`).
+        """
+        folders = _slurm_folders(config, run_id)
+        if folders is not None:
+            return folders
+        return list(_backend(config).output_locations(run_id))
