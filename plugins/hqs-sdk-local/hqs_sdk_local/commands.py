@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from hqs_sdk.cache import CacheConfiguration
     from hqs_sdk_local.retention import PrunePlan
 
-__all__ = ["add_commands"]
+__all__ = ["HELP", "add_arguments", "add_commands"]
+
+HELP = "the local backend's work folder: its size, and pruning old executions"
 
 _DEFAULT_AGE = "30d"
 
@@ -138,9 +140,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``hqs-sdk local du`` and ``hqs-sdk local prune`` (called by the plugin's hook)."""
-    local = subparsers.add_parser(
-        "local", help="the local backend's work folder: its size, and pruning old executions")
+    """Add ``hqs-sdk local`` to the top-level ``add_subparsers()`` object ``subparsers``."""
+    add_arguments(subparsers.add_parser("local", help=HELP))
+
+
+def add_arguments(local: argparse.ArgumentParser) -> None:
+    """Add ``du`` and ``prune`` to the parser of ``hqs-sdk local`` (the plugin's command)."""
     commands = local.add_subparsers(dest="local_command", required=True, metavar="SUBCOMMAND")
 
     du = commands.add_parser(
