@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from hqs_sdk.cache import Cache, CacheConfiguration
+    from hqs_sdk.cli_command import CliCommand
 
 __all__ = ["EXIT_BROKEN_PIPE", "build_parser", "cache_configuration", "main"]
 
@@ -279,18 +280,57 @@ class _Commands(argparse._SubParsersAction):
 
 
 def _add_plugin_commands(sub: _Commands, pm: pluggy.PluginManager) -> None:
+    """Add the commands plugins yield from ``hqs_sdk_commands`` (and, deprecated, those that
+    ``hqs_sdk_cli_commands`` adds to ``sub`` itself)."""
+    from hqs_sdk.plugins import hook_results
+
+    for owner, command in hook_results(pm, "hqs_sdk_commands", on_error=_skip_plugin):
+        sub.adding_for = owner
+        try:
+            _add_command(sub, command)
+        except PluginConflictError:
+            raise
+        except Exception as exc:
+            _skip_plugin(owner, exc)
+    _add_deprecated_commands(sub, pm)
+    sub.adding_for = "hqs-sdk"
+
+
+def _add_command(sub: _Commands, command: CliCommand) -> None:
+    """A parser for ``command`` with its arguments and handler."""
+    from hqs_sdk.cli_command import CliCommand
+
+    if not isinstance(command, CliCommand):
+        raise TypeError(f"hqs_sdk_commands yielded {command!r}, not a CliCommand")
+    parser = sub.add_parser(command.name, help=command.help, aliases=list(command.aliases),
+                            description=command.description or command.help)
+    if command.run is not None:
+        parser.set_defaults(handler=command.run)
+    if command.add_arguments is not None:
+        command.add_arguments(parser)
+
+
+def _add_deprecated_commands(sub: _Commands, pm: pluggy.PluginManager) -> None:
+    """Let each ``hqs_sdk_cli_commands(subparsers)`` implementation add its parsers to ``sub``.
+
+    Called one by one, as before the hook was deprecated, so that a conflict names the plugin.
+    """
     for impl in pm.hook.hqs_sdk_cli_commands.get_hookimpls():
+        if impl.hookwrapper or impl.wrapper:
+            continue
         sub.adding_for = impl.plugin_name
         try:
             impl.function(*[{"subparsers": sub}[name] for name in impl.argnames])
         except PluginConflictError:
             raise
         except Exception as exc:
-            # A broken plugin must not take `hqs-sdk plugins` and `cache` down with it.
-            log.warning("hqs-sdk: skipping the commands of plugin %r: it failed in "
-                        "hqs_sdk_cli_commands (%s: %s)", impl.plugin_name,
-                        type(exc).__name__, exc)
-    sub.adding_for = "hqs-sdk"
+            _skip_plugin(impl.plugin_name, exc)
+
+
+def _skip_plugin(plugin: str, exc: Exception) -> None:
+    # A broken plugin must not take `hqs-sdk plugins` and `cache` down with it.
+    log.warning("hqs-sdk: skipping the commands of plugin %r: it failed in "
+                "hqs_sdk_commands (%s: %s)", plugin, type(exc).__name__, exc)
 
 
 def _add_cache_options(parser: argparse.ArgumentParser, default: Any) -> None:

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
     from hqs_sdk.backend import BackendSpec
     from hqs_sdk.cache import CacheSpec
+    from hqs_sdk.cli_command import CliCommand
     from hqs_sdk.events import Event
     from hqs_sdk.fileref import FileOpenerSpec
+    from hqs_sdk.tasks import Task
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -77,7 +79,7 @@ def hqs_sdk_caches() -> Iterable[CacheSpec]:  # type: ignore[empty-body]
 
 
 @hookspec
-def hqs_sdk_tasks() -> Iterable[Any]:  # type: ignore[empty-body]
+def hqs_sdk_tasks() -> Iterable[Task[Any]]:  # type: ignore[empty-body]
     """Yield the :class:`~hqs_sdk.tasks.Task` objects a task package provides.
 
     Workers use this to find a task by name when a request does not name its module.
@@ -172,27 +174,32 @@ def hqs_sdk_on_event(event: Event) -> None:
 
 
 @hookspec
-def hqs_sdk_cli_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add subcommands to the ``hqs-sdk`` command line.
+def hqs_sdk_commands() -> Iterable[CliCommand]:  # type: ignore[empty-body]
+    """Yield a :class:`~hqs_sdk.cli_command.CliCommand` for each ``hqs-sdk`` command to add.
 
-    ``subparsers`` is the top-level ``add_subparsers()`` object of ``hqs-sdk``: call
-    ``subparsers.add_parser(name, help=...)`` for each command and give every command that
-    runs something a handler with ``parser.set_defaults(handler=function)``. ``hqs-sdk``
-    calls the handler with the parsed :class:`argparse.Namespace` and exits with the integer
-    it returns. A :class:`~hqs_sdk.errors.HqsSdkError` raised by the handler is printed as
-    ``hqs-sdk: <message>`` with exit code 1, so raise one (with what to do next) for mistakes
-    the user can fix.
+    ``hqs-sdk`` makes each command's parser, lets ``add_arguments(parser)`` add its arguments
+    (or subcommands), and calls ``run`` with the parsed :class:`argparse.Namespace`; it exits
+    with the integer ``run`` returns. A :class:`~hqs_sdk.errors.HqsSdkError` raised by ``run``
+    is printed as ``hqs-sdk: <message>`` with exit code 1, so raise one (with what to do next)
+    for mistakes the user can fix.
 
-    The hook runs every time ``hqs-sdk`` starts, whatever the command: keep it to building
-    parsers and import heavy modules inside the handlers. A name that is already taken (by a
+    The hook runs every time ``hqs-sdk`` starts, whatever the command: keep it to describing
+    commands and import heavy modules inside ``run``. A name that is already taken (by a
     built-in command such as ``cache`` or by another plugin) is an error naming both; a plugin
-    whose hook raises anything else is skipped with a warning, so the other commands still work.
+    whose hook or ``add_arguments`` raises anything else is skipped with a warning, so the
+    other commands still work.
 
     Example::
 
         import argparse
 
         from hqs_sdk import hookimpl
+        from hqs_sdk.cli_command import CliCommand
+
+
+        def greet_arguments(parser: argparse.ArgumentParser) -> None:
+            parser.add_argument("name")
+            parser.add_argument("--shout", action="store_true")
 
 
         def greet(args: argparse.Namespace) -> int:
@@ -202,13 +209,40 @@ def hqs_sdk_cli_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
 
 
         @hookimpl
+        def hqs_sdk_commands():
+            yield CliCommand("greet", "say hello", greet_arguments, greet)
+
+    Then ``hqs-sdk greet world`` prints ``Hello, world!``. For a command with subcommands of its
+    own (``hqs-sdk jobs list``), leave ``run`` out and call ``parser.add_subparsers(
+    dest="jobs_command", required=True)`` in ``add_arguments``, giving each subcommand's parser
+    its handler with ``set_defaults(handler=function)``.
+    """
+
+
+_CLI_COMMANDS_DEPRECATED = (
+    "the hook hqs_sdk_cli_commands(subparsers) is deprecated and will be removed in hqs-sdk "
+    "0.3: yield hqs_sdk.cli_command.CliCommand(name, help, add_arguments, run) records from "
+    "hqs_sdk_commands() instead (see docs/plugin-authors.md)"
+)
+
+
+@hookspec(warn_on_impl=DeprecationWarning(_CLI_COMMANDS_DEPRECATED))
+def hqs_sdk_cli_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Deprecated: yield :class:`~hqs_sdk.cli_command.CliCommand` records from
+    :func:`hqs_sdk_commands` instead. Registering a plugin that implements it warns.
+
+    ``subparsers`` is the top-level ``add_subparsers()`` object of ``hqs-sdk``: call
+    ``subparsers.add_parser(name, help=...)`` for each command and give every command that
+    runs something a handler with ``parser.set_defaults(handler=function)``.
+
+    Example::
+
+        from hqs_sdk import hookimpl
+
+
+        @hookimpl
         def hqs_sdk_cli_commands(subparsers):
             parser = subparsers.add_parser("greet", help="say hello")
             parser.add_argument("name")
-            parser.add_argument("--shout", action="store_true")
-            parser.set_defaults(handler=greet)
-
-    Then ``hqs-sdk greet world`` prints ``Hello, world!``. For a command with subcommands of its
-    own (``hqs-sdk jobs list``), call ``parser.add_subparsers(dest="jobs_command",
-    required=True)`` on it and give each of those parsers its handler.
+            parser.set_defaults(handler=lambda args: print(f"Hello, {args.name}!") or 0)
     """

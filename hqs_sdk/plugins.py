@@ -124,21 +124,21 @@ def get_plugin_manager(
     return pm
 
 
-def hook_results(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any
-                 ) -> Iterator[tuple[str, Any]]:
+def hook_results(pm: pluggy.PluginManager, hook_name: str,
+                 on_error: Callable[[str, Exception], None] | None = None,
+                 **kwargs: Any) -> Iterator[tuple[str, Any]]:
     """Call the hook ``hook_name`` through ``pm.hook`` and yield ``(plugin name, item)`` for
     every item of the iterables its implementations return.
 
     The call goes through pluggy, so hook wrappers, tracing and the call order (``tryfirst``,
     ``trylast``) apply. An implementation that raises, while called or while its items are read,
-    becomes a :class:`~hqs_sdk.errors.PluginError` naming the plugin and how to block it.
+    becomes a :class:`~hqs_sdk.errors.PluginError` naming the plugin and how to block it; with
+    ``on_error``, ``on_error(plugin name, exception)`` is called instead and the other plugins'
+    items still come (the hook is called again without a plugin that raised while called).
     """
-    caller = getattr(pm.hook, hook_name)
-    impls = [i for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
-    try:
-        results = caller(**kwargs)
-    except Exception as exc:
-        raise _failed(hook_name, _culprit(exc, impls), exc) from exc
+    impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls()
+             if not (i.hookwrapper or i.wrapper)]
+    results = _call_skipping(pm, hook_name, impls, on_error, kwargs)
     # pluggy calls the implementations last registered first and keeps the answers that are
     # not None: with one answer each, they pair up in that order.
     in_order = [i.plugin_name for i in reversed(impls)] if len(results) == len(impls) else []
@@ -147,9 +147,46 @@ def hook_results(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any
         try:
             items = list(result or ())
         except Exception as exc:
-            raise _failed(hook_name, owner, exc) from exc
+            if on_error is None:
+                raise _failed(hook_name, owner, exc) from exc
+            on_error(owner, exc)
+            continue
         for item in items:
             yield owner, item
+
+
+def _call_skipping(pm: pluggy.PluginManager, hook_name: str, impls: list[Any],
+                   on_error: Callable[[str, Exception], None] | None,
+                   kwargs: dict[str, Any]) -> list[Any]:
+    """The hook's answers; a plugin that raises is reported and left out (see hook_results).
+
+    ``impls`` loses the implementations left out. (pluggy leaves out plugins by hash: a plugin
+    object that cannot be hashed is named in a :class:`PluginError` instead.)
+    """
+    caller = getattr(pm.hook, hook_name)
+    left_out: list[Any] = []
+    for _ in range(len(impls) + 1):
+        try:
+            return list(caller(**kwargs))
+        except Exception as exc:
+            culprits = _culprits(exc, impls)
+            name = " or ".join(culprits) or "?"
+            if on_error is None or not culprits or not _all_hashable(pm):
+                raise _failed(hook_name, name, exc) from exc
+            on_error(name, exc)
+            left_out += [i.plugin for i in impls if i.plugin_name in culprits]
+            impls[:] = [i for i in impls if i.plugin_name not in culprits]
+            caller = pm.subset_hook_caller(hook_name, remove_plugins=left_out)
+    raise AssertionError("unreachable: every implementation was left out")
+
+
+def _all_hashable(pm: pluggy.PluginManager) -> bool:
+    """Whether pluggy can leave plugins out of a call (it looks them up in a set)."""
+    try:
+        set(pm.get_plugins())
+    except TypeError:
+        return False
+    return True
 
 
 def _owner(result: Any, impls: list[Any]) -> str | None:
@@ -160,15 +197,16 @@ def _owner(result: Any, impls: list[Any]) -> str | None:
     return names[0] if len(names) == 1 else None
 
 
-def _culprit(exc: BaseException, impls: list[Any]) -> str:
-    """The plugin whose implementation is on ``exc``'s traceback (``"?"`` if none is)."""
+def _culprits(exc: BaseException, impls: list[Any]) -> list[str]:
+    """The plugins whose implementation is on ``exc``'s traceback (more than one when they
+    share a function; none when no implementation is)."""
     tb = exc.__traceback__
     while tb is not None:
         names = [i.plugin_name for i in impls if _code(i) is tb.tb_frame.f_code]
         if names:
-            return " or ".join(names)
+            return names
         tb = tb.tb_next
-    return "?"
+    return []
 
 
 def _code(impl: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The ``hqs_sdk_cli_commands`` hook: plugins add ``hqs-sdk`` subcommands."""
+"""The ``hqs_sdk_commands`` hook (and the deprecated ``hqs_sdk_cli_commands``): plugins add
+``hqs-sdk`` subcommands."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from hqs_sdk import hookimpl
 from hqs_sdk.cli import build_parser, main
+from hqs_sdk.cli_command import CliCommand
 from hqs_sdk.errors import ConfigurationError, PluginConflictError
 from hqs_sdk.plugins import PluginManager, get_plugin_manager, use_plugin_manager
 
@@ -35,31 +37,35 @@ def _jobs_fail(args: argparse.Namespace) -> int:
     raise ConfigurationError("no jobs service configured; run `hqs-sdk greet` first")
 
 
+def _greet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--shout", action="store_true")
+
+
+def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
+    jobs_sub = parser.add_subparsers(dest="jobs_command", required=True)
+    listing = jobs_sub.add_parser("list")
+    listing.add_argument("--state")
+    listing.set_defaults(handler=_jobs_list)
+    jobs_sub.add_parser("fail").set_defaults(handler=_jobs_fail)
+
+
 class _GreetPlugin:
-    """A plugin with a flat command and one with subcommands of its own."""
+    """A plugin with a flat command, one with subcommands of its own and one without a handler."""
 
     @hookimpl
-    def hqs_sdk_cli_commands(self, subparsers: Any) -> None:
-        greet = subparsers.add_parser("greet", help="say hello")
-        greet.add_argument("name")
-        greet.add_argument("--shout", action="store_true")
-        greet.set_defaults(handler=_greet)
-
-        jobs = subparsers.add_parser("jobs", help="look at jobs")
-        jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
-        listing = jobs_sub.add_parser("list")
-        listing.add_argument("--state")
-        listing.set_defaults(handler=_jobs_list)
-        jobs_sub.add_parser("fail").set_defaults(handler=_jobs_fail)
-        subparsers.add_parser("idle", help="a command without a handler")
+    def hqs_sdk_commands(self) -> Iterator[CliCommand]:
+        yield CliCommand("greet", "say hello", _greet_arguments, _greet)
+        yield CliCommand("jobs", "look at jobs", _jobs_arguments)
+        yield CliCommand("idle", "a command without a handler")
 
 
 def _plugin_adding(name: str) -> types.SimpleNamespace:
     @hookimpl
-    def hqs_sdk_cli_commands(subparsers: Any) -> None:
-        subparsers.add_parser(name).set_defaults(handler=lambda args: 0)
+    def hqs_sdk_commands() -> Iterator[CliCommand]:
+        yield CliCommand(name, "", run=lambda args: 0)
 
-    return types.SimpleNamespace(hqs_sdk_cli_commands=hqs_sdk_cli_commands)
+    return types.SimpleNamespace(hqs_sdk_commands=hqs_sdk_commands)
 
 
 @pytest.fixture
@@ -129,25 +135,83 @@ def test_two_plugins_adding_one_command_are_refused_naming_both(pm: PluginManage
     pm.register(_plugin_adding("deploy"), name="second")
     with pytest.raises(PluginConflictError, match="'deploy'") as info:
         build_parser(pm)
-    assert "plugin 'second' adds the command 'deploy'" in str(info.value)
-    assert "plugin 'first' already adds `hqs-sdk deploy`" in str(info.value)
+    # pluggy calls the plugin registered last first
+    assert "plugin 'first' adds the command 'deploy'" in str(info.value)
+    assert "plugin 'second' already adds `hqs-sdk deploy`" in str(info.value)
 
 
 def test_a_plugin_whose_hook_fails_is_skipped_with_a_warning(
     pm: PluginManager, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    @hookimpl
-    def hqs_sdk_cli_commands(subparsers: Any) -> None:
+    def raises_at_once() -> list[CliCommand]:
         raise RuntimeError("boom")
 
-    pm.register(types.SimpleNamespace(hqs_sdk_cli_commands=hqs_sdk_cli_commands),
-                name="broken")
+    def raises_while_read() -> Iterator[CliCommand]:
+        yield CliCommand("half", "a command before the failure")
+        raise RuntimeError("half way")
+
+    def bad_arguments(parser: argparse.ArgumentParser) -> None:
+        raise RuntimeError("no arguments today")
+
+    def plugin(function: Any) -> Any:
+        # a module or a class instance, as real plugins are: pluggy leaves a plugin that raised
+        # out of the next call by its hash, which a SimpleNamespace does not have
+        return type("Plugin", (), {"hqs_sdk_commands": staticmethod(hookimpl(function))})()
+
+    pm.register(plugin(raises_at_once), name="broken")
+    pm.register(plugin(raises_while_read), name="halfway")
+    pm.register(plugin(lambda: [CliCommand("args", "", bad_arguments)]), name="badargs")
     pm.register(_GreetPlugin(), name="greeter")
     with caplog.at_level(logging.WARNING, logger="hqs_sdk"):
         assert main(["greet", "world"]) == 0
     assert capsys.readouterr().out == "Hello, world!\n"
-    assert "skipping the commands of plugin 'broken'" in caplog.text
-    assert "RuntimeError: boom" in caplog.text
+    for plugin, error in (("broken", "RuntimeError: boom"), ("halfway", "RuntimeError: half way"),
+                          ("badargs", "RuntimeError: no arguments today")):
+        assert f"skipping the commands of plugin {plugin!r}" in caplog.text
+        assert error in caplog.text
+
+
+def test_a_record_that_is_not_a_cli_command_is_skipped_with_a_warning(
+    pm: PluginManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    pm.register(types.SimpleNamespace(hqs_sdk_commands=hookimpl(lambda: ["greet"])),
+                name="confused")
+    with caplog.at_level(logging.WARNING, logger="hqs_sdk"):
+        build_parser(pm)
+    assert "plugin 'confused'" in caplog.text and "'greet', not a CliCommand" in caplog.text
+
+
+class _DeprecatedPlugin:
+    """A plugin still on the hook that edits the argparse object itself."""
+
+    @hookimpl
+    def hqs_sdk_cli_commands(self, subparsers: Any) -> None:
+        greet = subparsers.add_parser("greet", help="say hello")
+        _greet_arguments(greet)
+        greet.set_defaults(handler=_greet)
+
+
+def test_the_deprecated_hook_warns_what_to_use_instead_and_keeps_working(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.warns(DeprecationWarning, match=r"hqs_sdk_cli_commands\(subparsers\) is "
+                      r"deprecated.*CliCommand\(name, help, add_arguments, run\).*"
+                      r"hqs_sdk_commands\(\) instead"):
+        pm.register(_DeprecatedPlugin(), name="old")
+    assert main(["greet", "--shout", "world"]) == 0
+    assert capsys.readouterr().out == "HELLO, WORLD!\n"
+
+
+def test_a_deprecated_command_and_a_new_one_of_one_name_are_refused_naming_both(
+    pm: PluginManager,
+) -> None:
+    with pytest.warns(DeprecationWarning):
+        pm.register(_DeprecatedPlugin(), name="old")
+    pm.register(_plugin_adding("greet"), name="new")
+    with pytest.raises(PluginConflictError) as info:
+        build_parser(pm)
+    assert "plugin 'old' adds the command 'greet'" in str(info.value)
+    assert "plugin 'new' already adds `hqs-sdk greet`" in str(info.value)
 
 
 _CHATTY_PLUGIN = textwrap.dedent("""
@@ -155,6 +219,7 @@ _CHATTY_PLUGIN = textwrap.dedent("""
 
     from hqs_sdk import hookimpl
     from hqs_sdk.cli import main
+    from hqs_sdk.cli_command import CliCommand
     from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
 
     def chat(args):
@@ -167,9 +232,9 @@ _CHATTY_PLUGIN = textwrap.dedent("""
 
     class Chatty:
         @hookimpl
-        def hqs_sdk_cli_commands(self, subparsers):
-            subparsers.add_parser("chat").set_defaults(handler=chat)
-            subparsers.add_parser("own-pipe").set_defaults(handler=own_pipe)
+        def hqs_sdk_commands(self):
+            yield CliCommand("chat", "", run=chat)
+            yield CliCommand("own-pipe", "", run=own_pipe)
 
     pm = get_plugin_manager(load_entrypoints=False)
     pm.register(Chatty(), name="chatty")

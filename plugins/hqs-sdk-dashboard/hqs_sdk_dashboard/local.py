@@ -23,11 +23,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from hqs_sdk.cli_command import CliCommand
 from hqs_sdk_dashboard.local_source import CacheSource
 from hqs_sdk_dashboard.source import ExecutionSource
 from hqs_sdk_dashboard.web import create_app, secured, set_cookie
 
-__all__ = ["LocalGate", "add_command", "local_app"]
+__all__ = ["LocalGate", "local_app", "ui_command"]
 
 SESSION_COOKIE = "hqs_dashboard_local"
 
@@ -171,16 +172,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(subparsers: Any) -> None:
-    """Add ``hqs-sdk ui`` (called by the plugin's ``hqs_sdk_cli_commands``)."""
-    parser = subparsers.add_parser(
-        "ui", help="the tasks dashboard in a web browser, over this machine's caches",
+def ui_command() -> CliCommand:
+    """``hqs-sdk ui`` (yielded by the plugin's ``hqs_sdk_commands``)."""
+    return CliCommand(
+        "ui", "the tasks dashboard in a web browser, over this machine's caches",
+        _ui_arguments, _serve,
         description="Serve the executions this machine's scripts made (every cache they "
                     "opened, plus --cache) on 127.0.0.1, with live states from their backends.")
+
+
+def _ui_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", action="append", metavar="FILE",
                         help="a cache file to show besides the recorded ones (repeatable)")
     parser.add_argument("--port", type=int, default=0,
                         help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--no-browser", action="store_true",
                         help="print the URL only; do not open a browser")
-    parser.set_defaults(handler=_serve)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
+from hqs_sdk.cli_command import CliCommand
 from hqs_sdk.hookspecs import hookimpl
 
 
 @hookimpl
-def hqs_sdk_cli_commands(subparsers: Any) -> None:
-    from hqs_sdk_dashboard.local import add_command
+def hqs_sdk_commands() -> Iterator[CliCommand]:
+    from hqs_sdk_dashboard.local import ui_command
 
-    add_command(subparsers)
+    yield ui_command()

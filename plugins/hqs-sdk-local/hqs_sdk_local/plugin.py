@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from hqs_sdk.backend import BackendSpec
+from hqs_sdk.cli_command import CliCommand
 from hqs_sdk.hookspecs import hookimpl
 
 
@@ -18,7 +18,7 @@ def hqs_sdk_backends() -> Iterator[BackendSpec]:
 
 
 @hookimpl
-def hqs_sdk_cli_commands(subparsers: Any) -> None:
-    from hqs_sdk_local.commands import add_commands
+def hqs_sdk_commands() -> Iterator[CliCommand]:
+    from hqs_sdk_local.commands import HELP, add_arguments
 
-    add_commands(subparsers)
+    yield CliCommand("local", HELP, add_arguments)
