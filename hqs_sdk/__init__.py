@@ -106,7 +106,7 @@ def _plugin_registry() -> Registry:
     """The registry of :mod:`hqs_sdk.plugins`, imported on first use.
 
     The package is the composition root: low modules (events, cache keys, remote files) reach
-    the plugins through :func:`hqs_sdk.instances.registry` without importing the module that
+    the plugins through ``hqs_sdk.instances.registry()`` without importing the module that
     discovers them, which sits above them. After the first call the instances module asks
     :func:`hqs_sdk.plugins.registry` directly.
     """

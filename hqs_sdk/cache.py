@@ -412,7 +412,7 @@ def open_cache(config: CacheConfiguration) -> Cache:
     Safe to call from the ``__init__`` of a cache that opens other caches (``chained`` does);
     opening different stores at once from several threads proceeds in parallel. A cache kept
     in one file (:class:`FileCacheConfiguration`) is also recorded in the list of
-    :func:`recorded_caches`. The instances live in :mod:`hqs_sdk.instances`.
+    :func:`recorded_caches`. The instances live in ``hqs_sdk.instances``.
     """
     return instances.open_cache(config, _record_if_file)
 

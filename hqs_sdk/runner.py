@@ -93,7 +93,7 @@ def backend_for(config: BackendConfiguration, configuration: Configuration
                 ) -> tuple[str, Backend, PollHub]:
     """The process-wide backend instance (and its poller) for ``config``.
 
-    Kept in :mod:`hqs_sdk.instances`; every instance created here is closed at interpreter exit
+    Kept in ``hqs_sdk.instances``; every instance created here is closed at interpreter exit
     (see :func:`close_backends`).
     """
     found, new = instances.backend_for(config, PollHub)
