@@ -12,6 +12,9 @@ Every backend runs tasks through this command, so a task behaves the same everyw
 - ``result.json``: the task's output or error, written by the process that ran it;
 - ``response.json``: the final response with output or error report, log tail and metrics.
 
+These files, the lock and what a backend does with them are the protocol documented in
+:mod:`hqs_sdk.control`, whose :class:`~hqs_sdk.control.ControlFolder` backends build on.
+
 The task runs in a forked child in its own process group, with ``CONTROL_DIR/files`` as its
 working directory; this process supervises it: it enforces the timeout and the memory limit
 (killing the whole group), turns SIGTERM into a cancellation, and measures wall time, CPU
@@ -55,6 +58,7 @@ from hqs_sdk.control import (  # noqa: F401
     CONTROL_DIR_ENV,
     LOG_TAIL_BYTES,
     SIGTERM_ENV,
+    ControlFolder,
     error_response,
     log_tail,
     process_start_time,
@@ -168,10 +172,6 @@ class _Outcome(Exception):
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def _write_json(path: str, data: Any) -> None:
-    write_atomically(path, json.dumps(data, allow_nan=False), durable=True)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -330,6 +330,44 @@ def _kill_group(pgid: int, pidfd: int) -> None:
             os.killpg(pgid, signal.SIGKILL)
 
 
+class _Limits:
+    """The request's timeout and memory limit, checked while the task runs."""
+
+    def __init__(self, provisioning: dict[str, Any]) -> None:
+        self.timeout = provisioning.get("timeout_s")
+        self.memory = provisioning.get("memory_mb")
+        self.deadline = time.monotonic() + self.timeout if self.timeout else None
+        self.peak_mb = 0.0
+
+    def wait_ms(self) -> int | None:
+        """How long to wait for the task before the next check (None: until it ends)."""
+        waits = []
+        if self.deadline is not None:
+            waits.append(max(0.0, self.deadline - time.monotonic()))
+        if self.memory:
+            waits.append(_MEMORY_SAMPLE_S)
+        return int(min(waits) * 1000) if waits else None
+
+    def exceeded(self, pgid: int) -> _Outcome | None:
+        """The outcome of a limit the task's group exceeds now (killed already), or None."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return _Outcome(
+                "timed_out", "timeout", "TimeoutExpired",
+                f"the task ran longer than its timeout of {self.timeout:g} s and was stopped",
+            )
+        if self.memory:
+            rss = _group_rss_mb(pgid)
+            self.peak_mb = max(self.peak_mb, rss)
+            if rss > self.memory:
+                os.killpg(pgid, signal.SIGKILL)
+                return _Outcome(
+                    "failed", "out_of_memory", "MemoryLimitExceeded",
+                    f"the task used {rss:.0f} MiB, more than its memory limit of {self.memory} "
+                    "MiB, and was stopped; give it more with scoped_config(memory_mb=...)",
+                )
+        return None
+
+
 def _supervise(pid: int, provisioning: dict[str, Any], cancelled: list[bool],
                wakeup_r: int) -> tuple[_Outcome | None, int, Any, float]:
     """Wait for the child; enforce timeout, memory and cancellation. Returns the outcome."""
@@ -337,19 +375,10 @@ def _supervise(pid: int, provisioning: dict[str, Any], cancelled: list[bool],
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(wakeup_r, select.POLLIN)
-    timeout = provisioning.get("timeout_s")
-    memory = provisioning.get("memory_mb")
-    deadline = time.monotonic() + timeout if timeout else None
-    peak = 0.0
+    limits = _Limits(provisioning)
     outcome: _Outcome | None = None
     while True:
-        waits = []
-        if deadline is not None:
-            waits.append(max(0.0, deadline - time.monotonic()))
-        if memory:
-            waits.append(_MEMORY_SAMPLE_S)
-        wait_ms = int(min(waits) * 1000) if waits else None
-        ready = [fd for fd, _ in poller.poll(wait_ms)]
+        ready = [fd for fd, _ in poller.poll(limits.wait_ms())]
         if pidfd in ready:
             break
         if wakeup_r in ready:
@@ -357,21 +386,8 @@ def _supervise(pid: int, provisioning: dict[str, Any], cancelled: list[bool],
         if cancelled[0]:
             outcome = _Outcome("cancelled", "cancelled", "Cancelled",
                                "the execution was cancelled while running")
-        elif deadline is not None and time.monotonic() >= deadline:
-            outcome = _Outcome(
-                "timed_out", "timeout", "TimeoutExpired",
-                f"the task ran longer than its timeout of {timeout:g} s and was stopped",
-            )
-        elif memory:
-            rss = _group_rss_mb(pid)
-            peak = max(peak, rss)
-            if rss > memory:
-                os.killpg(pid, signal.SIGKILL)
-                outcome = _Outcome(
-                    "failed", "out_of_memory", "MemoryLimitExceeded",
-                    f"the task used {rss:.0f} MiB, more than its memory limit of {memory} MiB, "
-                    "and was stopped; give it more with scoped_config(memory_mb=...)",
-                )
+        else:
+            outcome = limits.exceeded(pid)
         if outcome is not None:
             _kill_group(pid, pidfd)
             break
@@ -379,7 +395,7 @@ def _supervise(pid: int, provisioning: dict[str, Any], cancelled: list[bool],
     os.close(pidfd)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # whatever the task left running in its group
-    return outcome, status, usage, peak
+    return outcome, status, usage, limits.peak_mb
 
 
 def _signal_name(number: int) -> str:
@@ -398,124 +414,180 @@ def _stopped_by_scheduler(control: str, cancelled: list[bool], status: int | Non
                             and os.WTERMSIG(status) == signal.SIGTERM)
 
 
-def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = None,
-            slot_count: int | None = None) -> int:
-    """Run the execution in ``control``; return the process exit code."""
-    control = os.path.abspath(control)
-    response_path = os.path.join(control, "response.json")
-    if lock_fd is None:
-        lock_fd = os.open(os.path.join(control, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # another worker runs this execution
-    if os.path.exists(response_path):
-        return 0
-    result_path = os.path.join(control, "result.json")
-    if os.path.exists(result_path):
-        # A previous worker ran the task but died before writing the response: never run twice.
-        with open(result_path) as f:
-            result = json.load(f)
-        with open(os.path.join(control, "request.json")) as f:
-            execution_id = json.load(f)["execution_id"]
-        _write_json(response_path, response_from_result(execution_id, result, control, {}))
-        return 0
-    _write_text(os.path.join(control, "pid"), f"{os.getpid()} {process_start_time(os.getpid())}")
-    execution_id = os.path.basename(control)
-    cancelled = [False]
+def _take_lock(folder: ControlFolder) -> bool:
+    """Lock the execution for this process (held until it exits); False if another has it."""
+    lock_fd = os.open(folder.file("lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        return False
+    return True
+
+
+def _finished_before(folder: ControlFolder) -> bool:
+    """True if an earlier worker ran this execution (completing its response if needed)."""
+    if folder.exists("response.json"):
+        return True
+    if not folder.exists("result.json"):
+        return False
+    # A previous worker ran the task but died before writing the response: never run twice.
+    with open(folder.file("result.json")) as f:
+        result = json.load(f)
+    with open(folder.file("request.json")) as f:
+        execution_id = json.load(f)["execution_id"]
+    folder.write_response(response_from_result(execution_id, result, folder.path, {}))
+    return True
+
+
+def _cancel_on_sigterm(cancelled: list[bool]) -> int:
+    """Make SIGTERM set ``cancelled[0]`` and wake the supervisor; return the wake-up fd."""
     wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_w, False)
     signal.set_wakeup_fd(wakeup_w)
     signal.signal(signal.SIGTERM, lambda *_: cancelled.__setitem__(0, True))
-    queued_at = time.time()
+    return wakeup_r
+
+
+def _read_request(folder: ControlFolder) -> tuple[dict[str, Any], str]:
+    """The request and its execution id; a failed outcome if they cannot be read."""
     try:
-        try:
-            with open(os.path.join(control, "request.json")) as f:
-                request = json.load(f)
-            execution_id = request["execution_id"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise _Outcome("failed", "bad_request", "BadRequest",
-                           f"cannot read the request in {control}: {exc}") from exc
-        if os.path.exists(os.path.join(control, "cancel")):
+        with open(folder.file("request.json")) as f:
+            request: dict[str, Any] = json.load(f)
+        return request, request["execution_id"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Outcome("failed", "bad_request", "BadRequest",
+                       f"cannot read the request in {folder.path}: {exc}") from exc
+
+
+def _wait_for_slots(folder: ControlFolder, provisioning: dict[str, Any], slots_dir: str | None,
+                    slot_count: int | None, cancelled: list[bool]) -> list[int] | None:
+    """Take the task's CPU slots (state ``queued`` meanwhile); the CPUs to pin it to, if any."""
+    if not (slots_dir and slot_count):
+        return None
+    needed = max(1, math.ceil(provisioning.get("vcpu") or 1))
+    if needed > slot_count:
+        raise _Outcome(
+            "failed", "bad_request", "ProvisioningError",
+            f"the task asks for {provisioning.get('vcpu')} vcpu but only {slot_count} "
+            "are available here; ask for fewer with scoped_config(vcpu=...)",
+        )
+    folder.set_state("queued")
+    taken = _take_slots(slots_dir, slot_count, needed, cancelled)
+    available = sorted(os.sched_getaffinity(0))
+    return [available[i] for i in taken] if len(available) == slot_count else None
+
+
+def _start_child(task: Any, request: dict[str, Any], control: str, cpus: list[int] | None
+                 ) -> int:
+    """Fork the process that runs the task, in a process group of its own; return its pid."""
+    # SIGTERM waits until the child has its default action back: arriving in between, the
+    # handler it inherits would only set a flag in the child, and the task would run on until
+    # the grace period's SIGKILL.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _run_child(task, request, control, cpus)
+    finally:  # the parent's; the child never returns from _run_child
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    # The task's own process group, which a cancel or a timeout stops as a whole, must exist
+    # before anything can signal it: made from both sides, as shells do. (Made by the child
+    # alone, a cancel right after the fork found no group, took the task for gone and waited
+    # for it forever.)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.setpgid(pid, pid)
+    return pid
+
+
+def _metrics(queued_at: float, started: float, usage: Any, peak_mb: float) -> dict[str, Any]:
+    finished = time.time()
+    return {
+        "wall_time_s": round(finished - started, 6),
+        "cpu_time_s": round(usage.ru_utime + usage.ru_stime, 6),
+        "peak_memory_mb": round(max(peak_mb, usage.ru_maxrss / 1024), 3),
+        "queued_s": round(started - queued_at, 6),
+        "started_at": _iso(started), "finished_at": _iso(finished),
+    }
+
+
+def _read_result(folder: ControlFolder, cancelled: list[bool], status: int
+                 ) -> dict[str, Any] | None:
+    """The task's ``result.json``; None when a scheduler stopped it (exit 143, no response).
+
+    Without a result, raises the outcome that explains why: a cancel, a signal, an exit.
+    """
+    try:
+        with open(folder.file("result.json")) as f:
+            result: dict[str, Any] = json.load(f)
+        return result
+    except (OSError, ValueError):
+        pass
+    if _stopped_by_scheduler(folder.path, cancelled, status):
+        return None
+    if cancelled[0] or folder.exists("cancel"):
+        # A scheduler may signal every process of the job at once (Slurm's scancel), so the
+        # task can die before this process sees its own signal.
+        raise _Outcome("cancelled", "cancelled", "Cancelled",
+                       "the execution was cancelled while running")
+    if os.WIFSIGNALED(status):
+        sig = _signal_name(os.WTERMSIG(status))
+        raise _Outcome(
+            "failed", "killed", "WorkerKilled",
+            f"the task's process was killed by {sig} before it finished; SIGKILL most often "
+            "comes from the kernel's out-of-memory killer: give the task more memory "
+            "(scoped_config(memory_mb=...)) or check the system log",
+        )
+    raise _Outcome(
+        "failed", "worker_lost", "WorkerError",
+        f"the task's process exited with code {os.waitstatus_to_exitcode(status)} without a "
+        "result; see log.txt in the control folder",
+    )
+
+
+def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = None,
+            slot_count: int | None = None) -> int:
+    """Run the execution in ``control``; return the process exit code.
+
+    ``lock_fd`` is the execution's lock, taken and handed over by the starter; without it
+    this process takes the lock itself (see :mod:`hqs_sdk.control`).
+    """
+    folder = ControlFolder(control)
+    if lock_fd is None and not _take_lock(folder):
+        return 0  # another worker runs this execution
+    if _finished_before(folder):
+        return 0
+    folder.write_pid()
+    execution_id = folder.execution_id
+    cancelled = [False]
+    wakeup_r = _cancel_on_sigterm(cancelled)
+    queued_at = time.time()
+    metrics: dict[str, Any] = {}
+    try:
+        request, execution_id = _read_request(folder)
+        if folder.exists("cancel"):
             cancelled[0] = True
             raise _Outcome("cancelled", "cancelled", "Cancelled", "cancelled before it started")
         task = _resolve(request)
         provisioning = request.get("provisioning") or {}
-        cpus = None
-        if slots_dir and slot_count:
-            needed = max(1, math.ceil(provisioning.get("vcpu") or 1))
-            if needed > slot_count:
-                raise _Outcome(
-                    "failed", "bad_request", "ProvisioningError",
-                    f"the task asks for {provisioning.get('vcpu')} vcpu but only {slot_count} "
-                    "are available here; ask for fewer with scoped_config(vcpu=...)",
-                )
-            _write_text(os.path.join(control, "state"), "queued")
-            taken = _take_slots(slots_dir, slot_count, needed, cancelled)
-            available = sorted(os.sched_getaffinity(0))
-            if len(available) == slot_count:
-                cpus = [available[i] for i in taken]
-        _write_text(os.path.join(control, "state"), "running")
+        cpus = _wait_for_slots(folder, provisioning, slots_dir, slot_count, cancelled)
+        folder.set_state("running")
         started = time.time()
-        # SIGTERM waits until the child has its default action back: arriving in between,
-        # the handler it inherits would only set a flag in the child, and the task would run
-        # on until the grace period's SIGKILL.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            pid = os.fork()
-            if pid == 0:
-                _run_child(task, request, control, cpus)
-        finally:  # the parent's; the child never returns from _run_child
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        # The task's own process group, which a cancel or a timeout stops as a whole, must
-        # exist before anything can signal it: made from both sides, as shells do. (Made by the
-        # child alone, a cancel right after the fork found no group, took the task for gone
-        # and waited for it forever.)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.setpgid(pid, pid)
-        outcome, status, usage, peak = _supervise(pid, provisioning, cancelled, wakeup_r)
-        finished = time.time()
-        metrics = {
-            "wall_time_s": round(finished - started, 6),
-            "cpu_time_s": round(usage.ru_utime + usage.ru_stime, 6),
-            "peak_memory_mb": round(max(peak, usage.ru_maxrss / 1024), 3),
-            "queued_s": round(started - queued_at, 6),
-            "started_at": _iso(started), "finished_at": _iso(finished),
-        }
+        pid = _start_child(task, request, folder.path, cpus)
+        outcome, status, usage, peak_mb = _supervise(pid, provisioning, cancelled, wakeup_r)
+        metrics = _metrics(queued_at, started, usage, peak_mb)
         if outcome is not None:
-            raise _Outcome(outcome.state, outcome.kind, outcome.type, outcome.message)
-        try:
-            with open(os.path.join(control, "result.json")) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
-            if _stopped_by_scheduler(control, cancelled, status):
-                return 143
-            if cancelled[0] or os.path.exists(os.path.join(control, "cancel")):
-                # A scheduler may signal every process of the job at once (Slurm's scancel),
-                # so the task can die before this process sees its own signal.
-                raise _Outcome("cancelled", "cancelled", "Cancelled",
-                               "the execution was cancelled while running") from None
-            if os.WIFSIGNALED(status):
-                sig = _signal_name(os.WTERMSIG(status))
-                raise _Outcome(
-                    "failed", "killed", "WorkerKilled",
-                    f"the task's process was killed by {sig} before it finished; SIGKILL most "
-                    "often comes from the kernel's out-of-memory killer: give the task more "
-                    "memory (scoped_config(memory_mb=...)) or check the system log",
-                ) from None
-            raise _Outcome(
-                "failed", "worker_lost", "WorkerError",
-                f"the task's process exited with code {os.waitstatus_to_exitcode(status)} "
-                "without a result; see log.txt in the control folder",
-            ) from None
-        _write_json(response_path, response_from_result(execution_id, result, control, metrics))
-    except _Outcome as outcome:
-        if outcome.state == "cancelled" and _stopped_by_scheduler(control, cancelled):
+            raise outcome
+        result = _read_result(folder, cancelled, status)
+        if result is None:
             return 143
-        metrics = locals().get("metrics") or {}
-        _write_json(response_path, error_response(
-            execution_id, outcome.state, outcome.kind, outcome.type, outcome.message, control,
-            metrics))
+        folder.write_response(response_from_result(execution_id, result, folder.path, metrics))
+    except _Outcome as outcome:
+        if outcome.state == "cancelled" and _stopped_by_scheduler(folder.path, cancelled):
+            return 143
+        folder.write_response(error_response(
+            execution_id, outcome.state, outcome.kind, outcome.type, outcome.message,
+            folder.path, metrics))
     return 0
 
 

@@ -191,18 +191,18 @@ def _still_ours(path: str, identity: int) -> bool:
         return False
 
 
-def serve(path: str, idle_seconds: float | None = None) -> None:
-    """Listen at ``path`` and fork a worker per request until idle for ``idle_seconds``."""
-    if idle_seconds is None:
-        idle_seconds = float(os.environ.get(IDLE_ENV) or IDLE_SECONDS)
-    # What every worker imports, loaded once here. Task modules are not preloaded: they may
-    # change between executions, and the worker imports them fresh after the fork.
+def _preload() -> None:
+    """Import what every worker imports, once, here. Task modules are not preloaded: they may
+    change between executions, and the worker imports them fresh after the fork."""
+    import hqs_sdk.control
     import hqs_sdk.fileref
     import hqs_sdk.task_progress
     import hqs_sdk.tasks
     import hqs_sdk.worker  # noqa: F401
 
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+
+def _listen(path: str) -> tuple[socket.socket, int]:
+    """A private socket listening at ``path`` (taking it over atomically), and its inode."""
     tmp = f"{path}.{os.getpid()}"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o077)
@@ -215,8 +215,49 @@ def serve(path: str, idle_seconds: float | None = None) -> None:
         os.replace(tmp, path)  # atomically take over from a stale server's socket, if any
     except OSError:
         os.unlink(tmp)
+        server.close()
         raise
-    identity = os.stat(path).st_ino
+    return server, os.stat(path).st_ino
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """One request: the worker's arguments, environment and folder, and its two descriptors."""
+    data, fds, _, _ = socket.recv_fds(conn, _MAX_MESSAGE, 2)
+    while chunk := conn.recv(_MAX_MESSAGE):
+        data += chunk
+    message = json.loads(data)
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("expected the lock and log descriptors")
+    return message, fds
+
+
+def _answer(conn: socket.socket, server: socket.socket) -> None:
+    """Fork a worker for the request on ``conn`` and reply with its pid (or the error)."""
+    conn.settimeout(5)
+    try:
+        message, fds = _receive(conn)
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps({"error": str(exc)}).encode())
+        return
+    pid = os.fork()
+    if pid == 0:
+        _child(conn, server, message, fds)
+    for fd in fds:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        conn.sendall(json.dumps({"pid": pid}).encode())
+
+
+def serve(path: str, idle_seconds: float | None = None) -> None:
+    """Listen at ``path`` and fork a worker per request until idle for ``idle_seconds``."""
+    if idle_seconds is None:
+        idle_seconds = float(os.environ.get(IDLE_ENV) or IDLE_SECONDS)
+    _preload()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    server, identity = _listen(path)
     server.settimeout(min(idle_seconds, 2.0))
     last_request = time.monotonic()
     try:
@@ -230,25 +271,7 @@ def serve(path: str, idle_seconds: float | None = None) -> None:
                 continue
             last_request = time.monotonic()
             with conn:
-                conn.settimeout(5)
-                try:
-                    data, fds, _, _ = socket.recv_fds(conn, _MAX_MESSAGE, 2)
-                    while chunk := conn.recv(_MAX_MESSAGE):
-                        data += chunk
-                    message = json.loads(data)
-                    if len(fds) != 2:
-                        raise ValueError("expected the lock and log descriptors")
-                except (OSError, ValueError) as exc:
-                    with contextlib.suppress(OSError):
-                        conn.sendall(json.dumps({"error": str(exc)}).encode())
-                    continue
-                pid = os.fork()
-                if pid == 0:
-                    _child(conn, server, message, fds)
-                for fd in fds:
-                    os.close(fd)
-                with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps({"pid": pid}).encode())
+                _answer(conn, server)
     finally:
         server.close()
         if _still_ours(path, identity):
