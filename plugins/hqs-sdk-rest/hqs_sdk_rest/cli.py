@@ -240,8 +240,6 @@ def _indented(text: str) -> str:
 
 
 def _show_text(info: Any, response: Any) -> None:
-    from hqs_sdk.serialization import converter
-
     fields = [("id", info.id), ("task", f"{info.task_name} {info.task_version}"),
               ("state", info.state.value), ("created", _local_time(info.created_at)),
               ("started", _local_time(info.started_at)),
@@ -259,6 +257,13 @@ def _show_text(info: Any, response: Any) -> None:
         if info.state.finished:
             print("response: not available yet; try again in a moment")
         return
+    _show_response(response)
+
+
+def _show_response(response: Any) -> None:
+    """The output or error, log tail and metrics of a finished execution, as text."""
+    from hqs_sdk.serialization import converter
+
     if response.error is None:
         output = json.dumps(converter.unstructure(response.output), indent=2,
                             ensure_ascii=False)
@@ -312,6 +317,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``login``, ``logout`` and ``executions`` to ``hqs-sdk`` (see the module docstring)."""
+    _add_login(subparsers)
+    _add_executions(subparsers)
+
+
+def _add_login(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     login = subparsers.add_parser(
         "login", help="save the REST service's URL and a token for it (checked first)",
         description="Check a token with the service and save the URL and token in "
@@ -327,6 +337,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     logout = subparsers.add_parser("logout", help="forget the saved REST service and token")
     logout.set_defaults(handler=_cmd_logout)
 
+
+def _add_executions(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     executions = subparsers.add_parser(
         "executions", help="your executions on the REST service")
     executions_sub = executions.add_subparsers(dest="executions_command", required=True,

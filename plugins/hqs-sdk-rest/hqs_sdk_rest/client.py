@@ -16,7 +16,6 @@ with its message. The errors carry the response or keep their cause (:mod:`hqs_s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -190,13 +189,7 @@ class Client:
                 known = self._uploaded.get(key)
             if known is not None:
                 return known
-            file_id = memo.get(self.url, key[0], before)
-            info = None
-            if file_id is not None:
-                with contextlib.suppress(NotFound):
-                    info = self.file(file_id)
-                if info is not None and (info.size, info.name) != (before.st_size, name):
-                    info = None
+            info = self._uploaded_before(memo, key[0], before)
             if info is None:
                 started_ns = time.time_ns()
                 with open(path, "rb") as stream:
@@ -210,6 +203,20 @@ class Client:
         with self._uploaded_lock:
             self._uploaded[key] = info
         return info
+
+    def _uploaded_before(self, memo: uploads.UploadMemo, path: str, before: os.stat_result
+                         ) -> wire.FileInfo | None:
+        """The service's file for ``path`` as ``before`` describes it, if a process of this
+        user uploaded it before and the service still has it (same size and name)."""
+        file_id = memo.get(self.url, path, before)
+        if file_id is None:
+            return None
+        try:
+            info = self.file(file_id)
+        except NotFound:
+            return None
+        same = (info.size, info.name) == (before.st_size, os.path.basename(path))
+        return info if same else None
 
     def executions(self, *, task: str | None = None, state: str | None = None,
                    since: datetime | None = None, until: datetime | None = None,
