@@ -345,16 +345,26 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     """The argument parser with the commands of every plugin (for documentation and tests).
 
     Args:
-        plugin_manager: whose ``hqs_sdk_cli_commands`` to ask; default: the process-wide one.
+        plugin_manager: whose ``hqs_sdk_commands`` to ask; default: the process-wide one.
     """
-    from hqs_sdk.models import ExecutionState
-
     summary = __doc__.split("\n")[0].replace("``", "")
     parser = argparse.ArgumentParser(prog="hqs-sdk", description=summary)
     sub = parser.add_subparsers(dest="command", required=True, action=_Commands,
                                 metavar="COMMAND")
     plugins = sub.add_parser("plugins", help="list installed plugins and what they provide")
     plugins.set_defaults(handler=_cmd_plugins)
+    _add_plan_command(sub)
+    _add_cache_command(sub)
+    if plugin_manager is None:
+        from hqs_sdk.plugins import registry
+
+        plugin_manager = registry().plugin_manager
+    assert isinstance(sub, _Commands)
+    _add_plugin_commands(sub, plugin_manager)
+    return parser
+
+
+def _add_plan_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dry = sub.add_parser(
         "plan", help="dry-run a script: what comes from the cache, what is pending, what a "
                      "real run would submit (exit code 3 if anything)")
@@ -363,6 +373,10 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     dry.add_argument("script", help="the Python script to dry-run")
     dry.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
     dry.set_defaults(handler=_cmd_plan)
+
+
+def _add_cache_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from hqs_sdk.models import ExecutionState
 
     cache = sub.add_parser("cache", help="inspect and clean the client-side cache")
     _add_cache_options(cache, argparse.SUPPRESS)
@@ -386,14 +400,6 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     rm.add_argument("--failed", action="store_true",
                     help="remove every failed, timed-out or cancelled entry")
     rm.set_defaults(handler=_cmd_cache_rm)
-
-    if plugin_manager is None:
-        from hqs_sdk.plugins import registry
-
-        plugin_manager = registry().plugin_manager
-    assert isinstance(sub, _Commands)
-    _add_plugin_commands(sub, plugin_manager)
-    return parser
 
 
 def _pipe_closed(stream: Any) -> bool:

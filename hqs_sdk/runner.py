@@ -516,6 +516,35 @@ def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | 
                 request: TaskExecutionRequest | None = None) -> Execution[R] | CacheEntry:
     """Record and submit a new execution (``request``, if the cache miss made it already);
     or return the entry another process recorded first."""
+    _check_may_submit(call, configuration)
+    name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
+    if request is None:
+        request = _new_request(call, configuration)
+    entry = CacheEntry(key=call.cache_key, request=request, backend=name,
+                       state=ExecutionState.CREATED, updated_at=_now())
+    if cache is not None:
+        if mode is CacheMode.WRITE_ONLY:
+            cache.put(entry)
+        else:
+            other = _claim(cache, entry, replaces)
+            if other is not None:
+                log.debug("another process recorded %s first; using its entry", call.cache_key)
+                return other
+    ev.emit(ev.CreatingEvent(request=request, backend=name), configuration.callbacks)
+    handle = _hand_over(hub, call, entry, cache, replaces)
+    execution = Execution(call, attrs.evolve(entry, handle=handle, state=ExecutionState.QUEUED),
+                          configuration=configuration, cache=cache, backend=backend,
+                          from_cache=False)
+    execution._write("right after submitting it")
+    ev.emit(ev.SubmittedEvent(request=request, backend=name, handle=handle),
+            configuration.callbacks)
+    hub.watch(handle, execution)
+    return execution
+
+
+def _check_may_submit(call: TaskCall[Any], configuration: Configuration) -> None:
+    """Raise when nothing may be submitted: submissions disabled, or a dry run (which records
+    the call and stops the script)."""
     task = call.task
     if configuration.throttling.disable_submissions:
         raise NotInCacheError(
@@ -531,39 +560,26 @@ def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | 
         spec = registry().backend_spec_for(configuration.resolved_backend())
         raise dry.submit(call, spec.name, configuration.provisioning_for(
             task.provisioning_defaults()))
-    name, backend, hub = backend_for(configuration.resolved_backend(), configuration)
-    if request is None:
-        request = _new_request(call, configuration)
-    entry = CacheEntry(key=call.cache_key, request=request, backend=name,
-                       state=ExecutionState.CREATED, updated_at=_now())
-    if cache is not None:
-        if mode is CacheMode.WRITE_ONLY:
-            cache.put(entry)
-        else:
-            other = _claim(cache, entry, replaces)
-            if other is not None:
-                log.debug("another process recorded %s first; using its entry", call.cache_key)
-                return other
-    ev.emit(ev.CreatingEvent(request=request, backend=name), configuration.callbacks)
+
+
+def _hand_over(hub: PollHub, call: TaskCall[Any], entry: CacheEntry, cache: Cache | None,
+               replaces: CacheEntry | None) -> Handle:
+    """Submit the recorded ``entry``'s request to the backend; its handle.
+
+    A refused submission leaves no entry behind (nothing runs); one that may or may not have
+    arrived stays recorded, and the error says to re-run.
+    """
     try:
-        handle = hub.submit(request)
+        return hub.submit(entry.request)
     except BackendRejectedError as exc:
         if cache is not None:
             _unrecord(cache, entry, replaces, exc)  # nothing runs: leave no entry behind
         raise
     except BackendError as exc:
-        _note(exc, f"The submission of task {task.name!r} may or may not have arrived; re-run "
-                   "the script to finish it (it is recorded in the cache and will not run "
-                   "twice).")
+        _note(exc, f"The submission of task {call.task.name!r} may or may not have arrived; "
+                   "re-run the script to finish it (it is recorded in the cache and will not "
+                   "run twice).")
         raise
-    execution = Execution(call, attrs.evolve(entry, handle=handle, state=ExecutionState.QUEUED),
-                          configuration=configuration, cache=cache, backend=backend,
-                          from_cache=False)
-    execution._write("right after submitting it")
-    ev.emit(ev.SubmittedEvent(request=request, backend=name, handle=handle),
-            configuration.callbacks)
-    hub.watch(handle, execution)
-    return execution
 
 
 def _claim(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None) -> CacheEntry | None:
@@ -791,15 +807,44 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
     list; otherwise the first failure is raised as soon as it is known (the other executions
     keep running and stay in the cache).
     """
+    calls = _checked_calls(calls, max_workers)
+    if not calls:
+        return []
+    started = _start_all(calls, max_workers or min(32, len(calls)))
+    _stop_for_dry_run(started, calls)
+    executions = [s for s in started if isinstance(s, Execution)]
+    if not return_exceptions:
+        for item in started:
+            if isinstance(item, BaseException):
+                raise item
+    try:
+        with _Waiting(executions):
+            _wait_all(executions, return_exceptions)
+        return _outputs(started, return_exceptions)
+    except KeyboardInterrupt:
+        _on_interrupt(executions)
+        raise
+
+
+def _checked_calls(calls: Iterable[TaskCall[Any]], max_workers: int | None
+                   ) -> list[TaskCall[Any]]:
+    """``calls`` as a list, or a :class:`TypeError`/:class:`ValueError` saying what is wrong."""
     calls = list(calls)
     for index, call in enumerate(calls):
         if not isinstance(call, TaskCall):
             raise TypeError(f"run_many: item {index} is {call!r}, not a TaskCall from "
                             "task.bind(...)")
-    if not calls:
-        return []
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+    return calls
+
+
+def _start_all(calls: list[TaskCall[Any]], workers: int
+               ) -> list[Execution[Any] | BaseException]:
+    """Submit every call on ``workers`` threads, each in a copy of the caller's context: an
+    execution per call, or the exception that starting it raised, in input order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     context = contextvars.copy_context()
 
     def start(call: TaskCall[Any]) -> Execution[Any] | BaseException:
@@ -808,11 +853,8 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
         except (Exception, dry_run.PlanStop) as exc:  # returned: the caller decides
             return exc
 
-    from concurrent.futures import ThreadPoolExecutor, as_completed, wait
-
     # Each worker takes the next call in turn (a shared counter, no Future per call): cache
     # hits cost little more than in a plain loop, and a slow submission holds up one worker.
-    workers = max_workers or min(32, len(calls))
     slots: list[Execution[Any] | BaseException | None] = [None] * len(calls)
     turn = itertools.count()
 
@@ -823,43 +865,48 @@ def run_many(calls: Iterable[TaskCall[Any]], max_workers: int | None = None,
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hqs-sdk-submit") as pool:
         for worker in [pool.submit(work) for _ in range(workers)]:
             worker.result()
-    started = [item for item in slots if item is not None]
+    return [item for item in slots if item is not None]
+
+
+def _stop_for_dry_run(started: list[Execution[Any] | BaseException],
+                      calls: list[TaskCall[Any]]) -> None:
+    """In a dry run, record the whole batch (in its order) and stop the script here."""
     for item in started:
         if isinstance(item, dry_run.PlanStop):
-            # A dry run: the whole batch is recorded (in its order); the script stops here.
             dry = dry_run.current()
             if dry is not None:
                 dry.in_order([call.cache_key for call in calls])
             raise item
-    executions = [s for s in started if isinstance(s, Execution)]
-    if not return_exceptions:
-        for item in started:
-            if isinstance(item, BaseException):
-                raise item
-    try:
-        with _Waiting(executions):
-            pending = [e for e in executions if not e.done()]  # hits need no future
-            if return_exceptions:
-                wait([e._future for e in pending])
-            else:
-                by_future = {e._future: e for e in pending}
-                for future in as_completed(by_future):
-                    by_future[future].result()  # raises the first failure that arrives
-        results: list[Any] = []
-        for item in started:
-            if isinstance(item, BaseException):
-                results.append(item)
-                continue
-            try:
-                results.append(item.result())
-            except Exception as exc:
-                if not return_exceptions:
-                    raise
-                results.append(exc)
-        return results
-    except KeyboardInterrupt:
-        _on_interrupt(executions)
-        raise
+
+
+def _wait_all(executions: list[Execution[Any]], return_exceptions: bool) -> None:
+    """Wait for every execution, or, unless ``return_exceptions``, until the first fails."""
+    from concurrent.futures import as_completed, wait
+
+    pending = [e for e in executions if not e.done()]  # hits need no future
+    if return_exceptions:
+        wait([e._future for e in pending])
+    else:
+        by_future = {e._future: e for e in pending}
+        for future in as_completed(by_future):
+            by_future[future].result()  # raises the first failure that arrives
+
+
+def _outputs(started: list[Execution[Any] | BaseException], return_exceptions: bool
+             ) -> list[Any]:
+    """Each call's output, or its exception in its place with ``return_exceptions``."""
+    results: list[Any] = []
+    for item in started:
+        if isinstance(item, BaseException):
+            results.append(item)
+            continue
+        try:
+            results.append(item.result())
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            results.append(exc)
+    return results
 
 
 async def run_async(call: TaskCall[R]) -> R:
