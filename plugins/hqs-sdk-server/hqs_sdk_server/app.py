@@ -34,7 +34,7 @@ from hqs_sdk._remote_files import POLICY_ENV, FetchPolicy
 from hqs_sdk.errors import BackendRejectedError
 from hqs_sdk.models import ExecutionState, TaskExecutionRequest
 from hqs_sdk.serialization import converter
-from hqs_sdk_server.auth import User, authenticate
+from hqs_sdk_server.auth import RecentTokens, User, authenticate
 from hqs_sdk_server.catalog import Catalog, UnknownTask
 from hqs_sdk_server.files import FileStore, Receiver, check_name, check_sha256, load_key
 from hqs_sdk_server.leader import Leadership
@@ -258,7 +258,8 @@ def states(ctx: Context) -> Any:
     body: wire.StatesBody = ctx.body
     if len(body.ids) > wire.MAX_BATCH:
         raise ApiError(422, "invalid_body", f"ask for at most {wire.MAX_BATCH} executions")
-    return ctx.store.states(_user(ctx).id, body.ids)  # the reply's JSON, made by the store
+    # The reply's JSON text, made by the store.
+    return Response(ctx.store.states(_user(ctx).id, body.ids), media_type="application/json")
 
 
 def _row(ctx: Context) -> Any:
@@ -377,13 +378,18 @@ def create_app(settings: Settings) -> Starlette:
                           lambda run_id: settings.execution_folders(backend_config, run_id),
                           Leadership(engine, settings.data_dir))
 
+    recent = RecentTokens()
+
     def user_of(auth: str | None) -> User:
         with engine.connect() as db:
             user = authenticate(db, auth)
         if user is None:
+            recent.discard(auth)
             raise ApiError(401, "unauthorized",
                            "missing, unknown or revoked bearer token; create one "
                            "with `hqs-sdk-server token create --user NAME`")
+        assert auth is not None
+        recent.add(auth)
         return user
 
     def base_url(request: Request) -> str:
@@ -399,7 +405,8 @@ def create_app(settings: Settings) -> Starlette:
                 if spec.body is not None:
                     # The token first, then the body: a caller without a token makes the
                     # service read nothing (a body may be 16 MiB) and learns none of its rules.
-                    if spec.authenticated:
+                    # A token that passed recently is checked again in work() only.
+                    if spec.authenticated and auth not in recent:
                         user = await run_in_threadpool(user_of, auth)
                     _check_json_type(request)
                     raw = await _read_body(request, settings.max_body_bytes)

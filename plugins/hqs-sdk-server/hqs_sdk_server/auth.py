@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +14,8 @@ import sqlalchemy as sa
 
 from hqs_sdk_server.db import tokens, users
 
-__all__ = ["TokenInfo", "User", "authenticate", "create_token", "list_tokens", "revoke_token"]
+__all__ = ["RecentTokens", "TokenInfo", "User", "authenticate", "create_token", "list_tokens",
+           "revoke_token"]
 
 PREFIX = "hqs_"
 
@@ -90,3 +93,40 @@ def authenticate(db: Any, header: str | None) -> User | None:
         return None
     row = db.execute(_USER_BY_TOKEN, {"token_hash": _hash(token.strip())}).first()
     return User(row[0], row[1]) if row else None
+
+
+class RecentTokens:
+    """The hashes of the tokens that passed :func:`authenticate` in this process within the
+    last ``ttl_s`` seconds: what lets the service read a request's body before it asks the
+    database about the token, which it still does for every request.
+
+    The token is checked before the body is read so that a caller without one makes the
+    service read nothing; asking the database at that point took a thread-pool trip of its
+    own per request. A token seen recently skips that first check only: the check that
+    decides, in the same trip as the request's work, sees a revocation at once. A revoked
+    token can therefore make one service process read a request body (and answer 401) for at
+    most ``ttl_s`` seconds after it last passed, and nothing else (docs/security.md).
+    At most ``size`` hashes are kept; the oldest go first.
+    """
+
+    def __init__(self, ttl_s: float = 60.0, size: int = 1024) -> None:
+        self._ttl_s = ttl_s
+        self._size = size
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, header: str | None) -> bool:
+        until = self._until.get(_hash(header)) if header else None
+        return until is not None and time.monotonic() < until
+
+    def add(self, header: str) -> None:
+        with self._lock:
+            self._until.pop(key := _hash(header), None)  # to the end: newest last
+            self._until[key] = time.monotonic() + self._ttl_s
+            while len(self._until) > self._size:
+                del self._until[next(iter(self._until))]
+
+    def discard(self, header: str | None) -> None:
+        if header:
+            with self._lock:
+                self._until.pop(_hash(header), None)

@@ -199,6 +199,29 @@ def test_a_request_without_a_token_is_refused_before_its_body_is_read(service: S
     assert time.monotonic() - started < 5
 
 
+def test_a_revoked_token_is_refused_at_once_on_routes_with_a_body(service: Service) -> None:
+    """A token that passed a moment ago lets the service read the body before it asks the
+    database again (auth.RecentTokens); that second check still refuses a revoked token."""
+    token = service.token("revoked-with-body")
+    request = make_request(tasks.add, a=2, b=3)
+    ids = json.dumps({"ids": [request.execution_id]})
+    assert requests.post(f"{service.url}/v1/executions/states", data=ids, timeout=30,
+                         headers=_json_headers(token)).status_code == 200
+    listing = service.cli("token", "list", "--user", "revoked-with-body")
+    service.cli("token", "revoke", listing.splitlines()[-1].split()[0])
+
+    for path, body in (("/v1/executions/states", ids),
+                       ("/v1/executions", json.dumps({"requests": [
+                           converter.unstructure(request)]}))):
+        reply = requests.post(service.url + path, data=body, headers=_json_headers(token),
+                              timeout=30)
+        assert reply.status_code == 401, (path, reply.text)
+    other = service.token("revoked-with-body-check")
+    assert requests.post(f"{service.url}/v1/executions/states", data=ids, timeout=30,
+                         headers=_json_headers(other)).json()["missing"] == [
+        request.execution_id]  # nothing was stored
+
+
 # -- 4. content types ----------------------------------------------------------------------------
 
 

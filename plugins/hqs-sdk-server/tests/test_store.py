@@ -1,7 +1,7 @@
 """The store's states reply, written out for speed, against the records' own conversion.
 
-``Store.states`` builds the JSON of a states reply straight from the rows (no
-:class:`ExecutionInfo`, no cattrs): every field of every kind of row must come out as
+``Store.states`` writes the JSON text of a states reply straight from the rows (no
+:class:`ExecutionInfo`, no cattrs, no dicts): every field of every kind of row must come out as
 ``converter.unstructure(info_from_row(row))`` gives it, on SQLite and on PostgreSQL.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 import sqlalchemy as sa
 from hqs_sdk_server.db import executions, make_engine, migrate, users
@@ -83,7 +84,7 @@ def test_the_states_reply_is_what_the_records_give_for_every_kind_of_row(
     ids = ["failed", "queued", "nobody", "running", "bobs", "queued", "no-fraction",
            "only-fraction", "empty-progress", "cancelled", "unicode ✓"]
 
-    reply = Store(engine).states(alice, ids)
+    reply = json.loads(Store(engine).states(alice, ids))
     expected = _reference(engine, alice, ids)
 
     assert [list(r) for r in reply["executions"]] == [list(r) for r in expected["executions"]]
@@ -108,8 +109,33 @@ def test_a_full_batch_of_ids_is_answered_in_order(engine: sa.Engine) -> None:
              "message": ""} for i in range(0, wire.MAX_BATCH, 2)])
     ids = [f"e{i:04d}" for i in reversed(range(wire.MAX_BATCH))]
 
-    reply = Store(engine).states(carol, ids)
+    reply = json.loads(Store(engine).states(carol, ids))
 
     assert [r["id"] for r in reply["executions"]] == [i for i in ids if int(i[1:]) % 2 == 0]
     assert reply["missing"] == [i for i in ids if int(i[1:]) % 2]
     assert _instants(reply) == _instants(_reference(engine, carol, ids))
+
+
+def test_a_batch_mixing_known_new_and_repeated_ids_stores_each_new_one_once(
+        engine: sa.Engine) -> None:
+    from hqs_sdk.testing import tasks
+    from hqs_sdk.testing.backend_contract import make_request
+
+    dave = _user(engine, "dave")
+    _add(engine, dave, "known", state="running", started_at=T1)
+    known = attrs.evolve(make_request(tasks.add, a=0, b=0), execution_id="known")
+    first, second = (make_request(tasks.add, a=i, b=i) for i in (1, 2))
+
+    infos = Store(engine).submit(dave, [first, known, second, first])
+
+    assert [i.id for i in infos] == [first.execution_id, "known", second.execution_id,
+                                     first.execution_id]
+    assert infos[1].state.value == "running" and infos[1].created_at == T0  # as it was
+    assert infos[0] == infos[3] and infos[0].state.value == "queued"
+    with engine.connect() as db:
+        stored = db.execute(sa.select(executions.c.id, executions.c.state)
+                            .where(executions.c.user_id == dave)).all()
+    assert sorted(stored) == sorted([("known", "running"), (first.execution_id, "queued"),
+                                     (second.execution_id, "queued")])
+    # The same batch again stores nothing and answers the same.
+    assert Store(engine).submit(dave, [first, known, second, first]) == infos
