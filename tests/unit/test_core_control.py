@@ -98,7 +98,7 @@ def test_the_lock_is_held_from_the_start_and_a_second_start_starts_nothing(
 
 
 def test_progress_and_running_state_are_read_while_the_task_runs(tmp_path: Path) -> None:
-    request = make_request(tasks.sleep, seconds=30)
+    request = make_request(tasks.allocate, megabytes=1, hold_seconds=30)  # reports nothing
     folder = ControlFolder(tmp_path / request.execution_id)
     folder.prepare(request)
     start(folder)
@@ -141,7 +141,9 @@ def test_a_worker_killed_with_sigkill_gets_a_worker_lost_response(tmp_path: Path
     folder = ControlFolder(tmp_path / request.execution_id)
     folder.prepare(request)
     pid = start(folder)
-    wait_state(folder, ExecutionState.RUNNING)
+    deadline = time.monotonic() + 30  # the task runs (in its own process group) once it reports
+    while folder.progress() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     # The task runs in a process group of its own and holds the lock too: kill both, as a
     # machine's restart or the OOM killer would; nobody writes a response.
     task = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
