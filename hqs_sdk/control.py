@@ -521,6 +521,7 @@ class ControlFolder:
         return os.path.join(self.path, name)
 
     def exists(self, name: str) -> bool:
+        """True if the protocol file ``name`` is in the folder."""
         return os.path.exists(os.path.join(self.path, name))
 
     def contents(self, *names: str) -> dict[str, bytes | None]:
@@ -603,6 +604,7 @@ class ControlFolder:
 
     @property
     def submitted(self) -> bool:
+        """True once a backend completed the submission (:meth:`mark_submitted`)."""
         return self.exists(SUBMITTED)
 
     # -- reading ------------------------------------------------------------------------------
@@ -612,6 +614,7 @@ class ControlFolder:
         return not lock_is_free(self.path)
 
     def read_request(self) -> dict[str, Any] | None:
+        """``request.json`` in wire form, or None if there is none (yet)."""
         data = read_json(self.file(REQUEST))
         return data if isinstance(data, dict) else None
 
@@ -621,6 +624,7 @@ class ControlFolder:
         return data if isinstance(data, dict) else None
 
     def read_result(self) -> dict[str, Any] | None:
+        """The task's ``result.json``, or None before the task finished."""
         data = read_json(self.file(RESULT))
         return data if isinstance(data, dict) else None
 
