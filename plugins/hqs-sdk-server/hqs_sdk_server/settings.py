@@ -44,11 +44,9 @@ def _backend(config: BackendConfiguration) -> Backend:
         return found[1]
 
 
-def _delegates(name: str, backend_class: type[Backend]) -> bool:
+def _delegates(backend_class: type[Backend]) -> bool:
     """True for a backend that hands executions to a task service (the REST backend)."""
-    # TEMPORARY: `name == "rest"` until hqs_sdk_rest sets delegates_to_service = True;
-    # then only the attribute counts.
-    return bool(getattr(backend_class, "delegates_to_service", False)) or name == "rest"
+    return bool(getattr(backend_class, "delegates_to_service", False))
 
 
 def _slurm_folders(config: BackendConfiguration, run_id: str) -> list[str] | None:
@@ -162,9 +160,9 @@ class Settings:
                                 f"backend {name!r}: set the tasks' environment there (e.g. "
                                 "preparation_script_before of the Slurm backend)")
         backends = registry().backends
-        if name not in backends or _delegates(name, backends[name].backend_class):
+        if name not in backends or _delegates(backends[name].backend_class):
             usable = ", ".join(sorted(b for b, spec in backends.items()
-                                      if not _delegates(b, spec.backend_class)))
+                                      if not _delegates(spec.backend_class)))
             raise SettingsError(f"{where} names the backend {name!r}; the installed backends "
                                 f"the service can use are: {usable}")
         try:
