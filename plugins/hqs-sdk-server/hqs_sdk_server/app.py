@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -350,75 +350,96 @@ def served_document(public_url: str | None = None) -> dict[str, Any]:
 
 def create_app(settings: Settings) -> Starlette:
     """The ASGI application; its lifespan starts and stops the scheduler."""
-    from hqs_sdk_server.db import make_engine, migrate
-    from hqs_sdk_server.scheduler import Scheduler
+    service = _Service.start(settings)
+    streamed = {"upload": service.upload, "upload_known": service.upload,
+                "download": service.download}
+    routes = [Route(r.path, streamed[r.name] if r.streamed
+                    else service.endpoint(r, HANDLERS[r.name]), methods=[r.method], name=r.name)
+              for r in wire.ROUTES]
+    document = served_document(settings.public_url)
 
-    # Settings first: a wrong one stops the start before anything is changed.
-    backend_config = settings.backend_config()
-    fetch_policy = settings.fetch_policy(backend_config)
-    # Other local users read nothing of the service's data (an existing folder too).
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(settings.data_dir, 0o700)
-    key = load_key(settings.data_dir / "signing.key")
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    store = Store(engine)
-    files = FileStore(engine, settings.data_dir / "files", key, settings.url_lifetime_s)
-    catalog = Catalog(settings.tasks_from)
-    # The workers check every URL they open against the same rule (and pin its address).
+    async def openapi(_: Request) -> Response:
+        return _json(document)
+
+    routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
+    _mount_dashboard(routes, settings, service.engine, service.files, service.scheduler)
+    return Starlette(routes=routes, lifespan=service.lifespan,
+                     exception_handlers={404: _not_found(routes), 405: _not_found(routes),
+                                         Exception: _crashed})
+
+
+def _with_fetch_policy(backend_config: Any, fetch_policy: FetchPolicy) -> Any:
+    """``backend_config`` with the rule the workers check every URL they open against (and
+    pin its address): in the local backend's environment, or the Slurm backend's job script."""
     fields = attrs.fields_dict(type(backend_config))
     if "env" in fields:  # the local backend
-        env = {**cast(Any, backend_config).env, POLICY_ENV: fetch_policy.to_env()}
-        backend_config = attrs.evolve(backend_config, **{"env": env})
-    elif "preparation_script_before" in fields:  # the Slurm backend: its job script
+        env = {**backend_config.env, POLICY_ENV: fetch_policy.to_env()}
+        return attrs.evolve(backend_config, **{"env": env})
+    if "preparation_script_before" in fields:  # the Slurm backend: its job script
         export = f"export {POLICY_ENV}={shlex.quote(fetch_policy.to_env())}"
-        before = [export, *cast(Any, backend_config).preparation_script_before]
-        backend_config = attrs.evolve(backend_config, **{"preparation_script_before": before})
-    scheduler = Scheduler(engine, backend_config, settings.max_running, files,
-                          lambda run_id: settings.execution_folders(backend_config, run_id),
-                          Leadership(engine, settings.data_dir))
+        before = [export, *backend_config.preparation_script_before]
+        return attrs.evolve(backend_config, **{"preparation_script_before": before})
+    return backend_config
 
-    recent = RecentTokens()
 
-    def user_of(auth: str | None) -> User:
-        with engine.connect() as db:
+@attrs.define
+class _Service:
+    """The parts one application serves from, and its routes' handlers."""
+
+    settings: Settings
+    engine: Any  # sqlalchemy.Engine
+    store: Store
+    files: FileStore
+    catalog: Catalog
+    scheduler: Any  # scheduler.Scheduler
+    fetch_policy: FetchPolicy
+    recent: RecentTokens = attrs.Factory(RecentTokens)
+
+    @classmethod
+    def start(cls, settings: Settings) -> _Service:
+        """Check the settings, then open the data folder and the database (migrated)."""
+        from hqs_sdk_server.db import make_engine, migrate
+        from hqs_sdk_server.scheduler import Scheduler
+
+        # Settings first: a wrong one stops the start before anything is changed.
+        backend_config = settings.backend_config()
+        fetch_policy = settings.fetch_policy(backend_config)
+        # Other local users read nothing of the service's data (an existing folder too).
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        key = load_key(settings.data_dir / "signing.key")
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        files = FileStore(engine, settings.data_dir / "files", key, settings.url_lifetime_s)
+        backend_config = _with_fetch_policy(backend_config, fetch_policy)
+        scheduler = Scheduler(engine, backend_config, settings.max_running, files,
+                              lambda run_id: settings.execution_folders(backend_config, run_id),
+                              Leadership(engine, settings.data_dir))
+        return cls(settings, engine, Store(engine), files, Catalog(settings.tasks_from),
+                   scheduler, fetch_policy)
+
+    def user_of(self, auth: str | None) -> User:
+        """The user of an ``Authorization`` header, asked of the database; else a 401."""
+        with self.engine.connect() as db:
             user = authenticate(db, auth)
         if user is None:
-            recent.discard(auth)
+            self.recent.discard(auth)
             raise ApiError(401, "unauthorized",
                            "missing, unknown or revoked bearer token; create one "
                            "with `hqs-sdk-server token create --user NAME`")
         assert auth is not None
-        recent.add(auth)
+        self.recent.add(auth)
         return user
 
-    def base_url(request: Request) -> str:
-        return (settings.public_url or str(request.base_url)).rstrip("/")
+    def base_url(self, request: Request) -> str:
+        return (self.settings.public_url or str(request.base_url)).rstrip("/")
 
-    def endpoint(spec: wire.Route, handler: Handler) -> Callable[[Request], Any]:
+    def endpoint(self, spec: wire.Route, handler: Handler) -> Callable[[Request], Any]:
+        """The Starlette endpoint of a JSON route: token, body, one thread-pool trip for the
+        handler, and the reply (a problem document for an :class:`ApiError`)."""
         async def run(request: Request) -> Response:
             try:
-                raw: bytes | None = None
-                params = {**request.query_params, **request.path_params}
-                auth = request.headers.get("authorization")
-                user: User | None = None
-                if spec.body is not None:
-                    # The token first, then the body: a caller without a token makes the
-                    # service read nothing (a body may be 16 MiB) and learns none of its rules.
-                    # A token that passed recently is checked again in work() only.
-                    if spec.authenticated and auth not in recent:
-                        user = await run_in_threadpool(user_of, auth)
-                    _check_json_type(request)
-                    raw = await _read_body(request, settings.max_body_bytes)
-
-                def work() -> Any:  # one trip to the thread pool for a request without body
-                    who = user_of(auth) if spec.authenticated and user is None else user
-                    body = _structure(raw, spec.body) if raw is not None and spec.body else None
-                    return handler(Context(settings, store, files, catalog, scheduler.wake,
-                                           scheduler.backend.check, who, body, params,
-                                           base_url(request), fetch_policy))
-
-                result = await run_in_threadpool(work)
+                result = await self._answer(spec, handler, request)
             except ApiError as error:
                 return _problem(error)
             except ClientDisconnect:  # gone, or cut off by the read timeout: nobody to answer
@@ -431,72 +452,96 @@ def create_app(settings: Settings) -> Starlette:
 
         return run
 
-    async def upload(request: Request) -> Response:
+    async def _answer(self, spec: wire.Route, handler: Handler, request: Request) -> Any:
+        raw: bytes | None = None
+        params = {**request.query_params, **request.path_params}
+        auth = request.headers.get("authorization")
+        user: User | None = None
+        if spec.body is not None:
+            # The token first, then the body: a caller without a token makes the service
+            # read nothing (a body may be 16 MiB) and learns none of its rules. A token that
+            # passed recently is checked again in work() only (auth.RecentTokens).
+            if spec.authenticated and auth not in self.recent:
+                user = await run_in_threadpool(self.user_of, auth)
+            _check_json_type(request)
+            raw = await _read_body(request, self.settings.max_body_bytes)
+
+        def work() -> Any:  # one trip to the thread pool: the token, the body, the handler
+            who = self.user_of(auth) if spec.authenticated and user is None else user
+            body = _structure(raw, spec.body) if raw is not None and spec.body else None
+            return handler(Context(self.settings, self.store, self.files, self.catalog,
+                                   self.scheduler.wake, self.scheduler.backend.check, who,
+                                   body, params, self.base_url(request), self.fetch_policy))
+
+        return await run_in_threadpool(work)
+
+    async def upload(self, request: Request) -> Response:
         """Stream the body to disk; memory stays at a few megabytes."""
-        limit = settings.max_file_bytes
-        too_large = ApiError(413, "too_large", f"the file is larger than {limit} bytes, the "
-                                               "service's limit (hqs-sdk-server --max-file-size)")
         try:
-            user = await run_in_threadpool(user_of, request.headers.get("authorization"))
+            user = await run_in_threadpool(self.user_of, request.headers.get("authorization"))
             claimed = request.path_params.get("sha256")  # PUT /v1/uploads/{sha256}
             sha256 = None if claimed is None else check_sha256(claimed)
             name = check_name(request.query_params.get("name"))
+            limit = self.settings.max_file_bytes
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise too_large
-            receiver = await run_in_threadpool(files.receive, user.id, sha256, name)
-            writer = _Writer(receiver)
-            try:
-                size = 0
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_large
-                    await writer.put(chunk)
-                await writer.close()
-                row = await run_in_threadpool(receiver.finish)
-            except BaseException:
-                # The thread must be done with the file before it is removed.
-                await asyncio.gather(asyncio.shield(writer.close()), return_exceptions=True)
-                receiver.abort()
-                raise
-            return _json(converter.unstructure(files.info(row, base_url(request))))
+                raise _too_large(limit)
+            receiver = await run_in_threadpool(self.files.receive, user.id, sha256, name)
+            row = await _receive(request, receiver, limit)
+            return _json(converter.unstructure(self.files.info(row, self.base_url(request))))
         except ApiError as error:
             return _problem(error)
         except ClientDisconnect:  # gone, or cut off by the read timeout: nobody to answer
             return Response(status_code=400)
 
-    async def download(request: Request) -> Response:
+    async def download(self, request: Request) -> Response:
         try:
             path, name = await run_in_threadpool(
-                files.for_download, request.path_params["id"],
+                self.files.for_download, request.path_params["id"],
                 request.query_params.get("expires", ""), request.query_params.get("sig", ""))
         except ApiError as error:
             return _problem(error)
         return _FileResponse(path, filename=name, media_type="application/octet-stream")
 
-    streamed = {"upload": upload, "upload_known": upload, "download": download}
-    routes = [Route(r.path, streamed[r.name] if r.streamed else endpoint(r, HANDLERS[r.name]),
-                    methods=[r.method], name=r.name)
-              for r in wire.ROUTES]
-    document = served_document(settings.public_url)
-
-    async def openapi(_: Request) -> Response:
-        return _json(document)
-
-    routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
-
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> Any:
-        await run_in_threadpool(files.recover)
-        scheduler.start()
+    async def lifespan(self, _: Starlette) -> Any:
+        await run_in_threadpool(self.files.recover)
+        self.scheduler.start()
         try:
             yield
         finally:
-            await run_in_threadpool(scheduler.stop)
-            await run_in_threadpool(files.close)
-            engine.dispose()
+            await run_in_threadpool(self.scheduler.stop)
+            await run_in_threadpool(self.files.close)
+            self.engine.dispose()
 
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the file is larger than {limit} bytes, the service's "
+                                      "limit (hqs-sdk-server --max-file-size)")
+
+
+async def _receive(request: Request, receiver: Receiver, limit: int) -> Any:
+    """Write the request's body through ``receiver``, at most ``limit`` bytes; the stored
+    file's row. Anything going wrong removes what was written."""
+    writer = _Writer(receiver)
+    try:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            await writer.put(chunk)
+        await writer.close()
+        return await run_in_threadpool(receiver.finish)
+    except BaseException:
+        # The thread must be done with the file before it is removed.
+        await asyncio.gather(asyncio.shield(writer.close()), return_exceptions=True)
+        receiver.abort()
+        raise
+
+
+def _not_found(routes: list[Any]) -> Callable[[Request, Exception], Any]:
+    """The handler of 404 and 405: a problem document (405 with the path's Allow)."""
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         codes = {404: "not_found", 405: "method_not_allowed"}
@@ -513,14 +558,13 @@ def create_app(settings: Settings) -> Starlette:
             response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
-    async def crashed(request: Request, exc: Exception) -> Response:
-        log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return _problem(ApiError(500, "internal", "the service failed on this request; its "
-                                                  "log has the details"))
+    return not_found
 
-    _mount_dashboard(routes, settings, engine, files, scheduler)
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={404: not_found, 405: not_found, Exception: crashed})
+
+async def _crashed(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _problem(ApiError(500, "internal", "the service failed on this request; its "
+                                              "log has the details"))
 
 
 def _mount_dashboard(routes: list[Any], settings: Settings, engine: Any, files: FileStore,

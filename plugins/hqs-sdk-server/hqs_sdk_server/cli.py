@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hqs_sdk_server.settings import Settings, default_data_dir
 
@@ -157,16 +158,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hqs-sdk-server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve(commands)
+    _add_token(commands)
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    _storage_options(migrate)
+    migrate.set_defaults(func=_cmd_migrate)
+    return parser
 
+
+def _add_serve(commands: Any) -> None:
+    """``serve``: where it listens, what it accepts from clients, and how it runs tasks."""
     serve = commands.add_parser("serve", help="run the service")
     _storage_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on "
                        "(default: %(default)s; only this machine can connect)")
     serve.add_argument("--port", type=int, default=8750, help="default: %(default)s")
-    serve.add_argument("--max-running", type=int, default=None,
-                       help="executions running at once (default: the CPUs available)")
-    serve.add_argument("--tasks-from", action="append", default=[], metavar="MODULE",
-                       help="also run the tasks defined in this module (repeatable)")
     serve.add_argument("--public-url", default=None,
                        help="the URL clients reach the service at, which file URLs start with "
                             "(default: the URL each request came to)")
@@ -174,29 +180,42 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long a signed file URL works (default: %(default)s, a week)")
     serve.add_argument("--max-file-size", type=int, default=64 * 1024**3, metavar="BYTES",
                        help="largest file one upload may carry (default: %(default)s, 64 GiB)")
-    serve.add_argument("--backend-file", type=Path, default=None, metavar="JSON",
+    serve.add_argument("--request-read-timeout", type=float, default=20.0, metavar="SECONDS",
+                       help="a client must send a request's head within this time, and a "
+                            "body at least 1 KiB in every such period (default: %(default)s)")
+    _execution_options(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _execution_options(serve: argparse.ArgumentParser) -> None:
+    """How ``serve`` runs tasks: the backend, which tasks, what they may fetch and see."""
+    tasks = serve.add_argument_group("how tasks run")
+    tasks.add_argument("--max-running", type=int, default=None,
+                       help="executions running at once (default: the CPUs available)")
+    tasks.add_argument("--tasks-from", action="append", default=[], metavar="MODULE",
+                       help="also run the tasks defined in this module (repeatable)")
+    tasks.add_argument("--backend-file", type=Path, default=None, metavar="JSON",
                        help='the backend executions run on, as a JSON object: {"backend": '
                             '"slurm", "login_host": ..., "slurm_tmp_io": ...} (default: the '
                             "local backend, its folder in the data folder)")
-    serve.add_argument("--allow-fetch", action="append", default=[], metavar="URL",
+    tasks.add_argument("--allow-fetch", action="append", default=[], metavar="URL",
                        help="let tasks fetch input URLs under this prefix, e.g. "
                             "https://data.example.org/ (repeatable; default: none, tasks get "
                             "only the service's own files)")
-    serve.add_argument("--allow-fetch-address", action="append", default=[],
+    tasks.add_argument("--allow-fetch-address", action="append", default=[],
                        metavar="NETWORK",
                        help="let tasks fetch from these loopback, private or link-local "
                             "addresses, e.g. 10.1.0.0/16, when an --allow-fetch host resolves "
                             "to them (repeatable; default: none)")
-    serve.add_argument("--request-read-timeout", type=float, default=20.0, metavar="SECONDS",
-                       help="a client must send a request's head within this time, and a "
-                            "body at least 1 KiB in every such period (default: %(default)s)")
-    serve.add_argument("--task-env", action="append", default=[], metavar="NAME[=VALUE]",
+    tasks.add_argument("--task-env", action="append", default=[], metavar="NAME[=VALUE]",
                        help="tasks run with an allow-listed environment (PATH, HOME, locale, "
                             "PYTHON* import settings, thread counts; never tokens or passwords): "
                             "NAME or PATTERN* also passes this variable of the service's "
                             "environment, NAME=VALUE sets one (repeatable; local backend)")
-    serve.set_defaults(func=_cmd_serve)
 
+
+def _add_token(commands: Any) -> None:
+    """``token create|list|revoke``."""
     token = commands.add_parser("token", help="create, list and revoke bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="create a token (and the user)")
@@ -212,11 +231,6 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(revoke)
     revoke.add_argument("id", type=int)
     revoke.set_defaults(func=_cmd_token_revoke)
-
-    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
-    _storage_options(migrate)
-    migrate.set_defaults(func=_cmd_migrate)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
