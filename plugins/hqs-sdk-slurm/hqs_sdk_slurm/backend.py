@@ -2,11 +2,19 @@
 
 Remote layout under ``slurm_tmp_io``::
 
-    <execution id>/          the worker's control folder (request.json, response.json, log...)
-    <execution id>/submitted the array element (``<job>_<index>``) that runs it
+    <execution id>/          the execution's control folder (hqs_sdk.control)
+    <execution id>/submitted the array element (``<job>_<index>``) that runs it, and its batch
     batches/<batch id>/      job.sh, dirs.txt (one control folder per array index), jobid,
                              slurm-<job>_<index>.out
     deploy/                  task environments (``deploy=True``; see hqs_sdk_slurm.deploy)
+
+What the control folder's files are and mean is the core's protocol, :mod:`hqs_sdk.control`:
+this backend reads them over SSH (or through ``slurm_tmp_io_local``) and lets
+:meth:`~hqs_sdk.control.FolderStatus.from_files` and :func:`~hqs_sdk.control.vanished_response`
+interpret them, with Slurm's queue in place of the worker's lock (which holds only on the
+node that runs it). What is Slurm's here: ``sbatch`` of job arrays, ``squeue`` for the queue,
+``scancel``, the reasons Slurm ends a job (read from its output file), the SSH transport and
+deploying task environments.
 
 A batch of requests with the same task and provisioning is one ``sbatch`` of a job array.
 Every polling round is one remote command (``squeue`` plus the workers' state files) for all
@@ -22,30 +30,41 @@ import math
 import os
 import posixpath
 import shlex
-import shutil
-import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from hqs_sdk.backend import Backend, BackendConfiguration, BackendStatus, Handle
+from hqs_sdk.control import (
+    CANCEL,
+    LOG_TAIL_BYTES,
+    PROGRESS,
+    REQUEST,
+    RESPONSE,
+    RESULT,
+    STATE,
+    SUBMITTED,
+    FolderStatus,
+    error_response,
+    vanished_response,
+    write_atomically,
+)
 from hqs_sdk.errors import BackendError, BackendRejectedError
 from hqs_sdk.fileref import map_filerefs
 from hqs_sdk.models import (
     ExecutionState,
-    Progress,
     Provisioning,
     TaskExecutionRequest,
     TaskExecutionResponse,
 )
 from hqs_sdk.serialization import converter
 from hqs_sdk_slurm.config import BackendConfigurationSlurm
-from hqs_sdk_slurm.connection import shared_session
+from hqs_sdk_slurm.connection import RemoteResult, shared_session
 from hqs_sdk_slurm.deploy import Deployer
 from hqs_sdk_slurm.files import SCHEME, parse_url, to_url
-from hqs_sdk_slurm.script import batch_script, sbatch_command
+from hqs_sdk_slurm.script import WORKER_MISSING, batch_script, sbatch_command
 
 __all__ = ["SlurmBackend"]
 
@@ -55,25 +74,17 @@ _SLURM_STATES = {"PENDING": ExecutionState.QUEUED, "CONFIGURING": ExecutionState
                  "RUNNING": ExecutionState.RUNNING, "COMPLETING": ExecutionState.RUNNING,
                  "SUSPENDED": ExecutionState.QUEUED, "REQUEUED": ExecutionState.QUEUED,
                  "RESIZING": ExecutionState.RUNNING}
-_FINAL = {state.value: state for state in ExecutionState if state.finished}
 
-@contextlib.contextmanager
-def _private_temporary(path: str) -> Iterator[IO[bytes]]:
-    """Write ``path`` through a temporary file of a unique name in its folder (mode 600, the
-    folders 700), moved into place once complete. ``slurm_tmp_io`` is on a file system that
-    other machines and users see: a name such as ``<path>.<pid>.tmp`` can be another
-    client's (pids repeat across machines), and the default umask would let others read."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write ``path`` atomically, private to the user (mode 600, new folders 700).
+
+    ``slurm_tmp_io`` is on a file system that other machines and users see: the temporary
+    name must be unique (:func:`~hqs_sdk.control.write_atomically`) and the default umask
+    would let others read.
+    """
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    write_atomically(path, data)
 
 
 # Markers slurmstepd writes into a job's output when Slurm itself ends it, matched in lower
@@ -136,16 +147,14 @@ class SlurmBackend(Backend):
         for remote, data in files.items():
             local = self._local_path(remote)
             assert local is not None
-            with _private_temporary(local) as f:
-                f.write(data)
+            _write_private(local, data)
 
     def _upload(self, path: Path, remote: str) -> None:
         local = self._local_path(remote)
         if local is None:
             self.session.upload_file(str(path), remote, f"uploading {path.name}")
             return
-        with _private_temporary(local) as f, open(path, "rb") as src:
-            shutil.copyfileobj(src, f, 1024 * 1024)
+        _write_private(local, path.read_bytes())
 
     def _read(self, remote: str, doing: str) -> bytes | None:
         local = self._local_path(remote)
@@ -171,6 +180,15 @@ class SlurmBackend(Backend):
             if host == self.cfg.login_host and port in (None, self.session.port):
                 return path  # written by a task on this cluster: no round trip via the client
         return location
+
+    def output_locations(self, execution_id: str, handle: Handle | None = None
+                         ) -> Sequence[str]:
+        """The execution's control folder under ``slurm_tmp_io``, where its task writes its
+        files: as the cluster names it and, with ``slurm_tmp_io_local``, as this machine sees
+        it (without, the client reads them as ``sftp://`` URLs)."""
+        folder = self._folder(handle) if handle is not None else self._remote(execution_id)
+        local = self._local_path(folder)
+        return [folder] if local is None else [folder, local]
 
     def _client_location(self, location: str) -> str:
         """Where the client reads a file a task wrote under ``slurm_tmp_io``."""
@@ -263,7 +281,7 @@ class SlurmBackend(Backend):
         """Handles of executions submitted before (submission is idempotent per id)."""
         listing = " ".join(shlex.quote(i) for i in ids)
         command = (f"cd {shlex.quote(self.io)} 2>/dev/null || exit 0; for d in {listing}; do "
-                   '[ -f "$d/submitted" ] && echo "$d $(cat "$d/submitted")"; done; true')
+                   f'[ -f "$d/{SUBMITTED}" ] && echo "$d $(cat "$d/{SUBMITTED}")"; done; true')
         result = self.session.run(command, "checking for earlier submissions")
         return self._found(result.stdout)
 
@@ -286,8 +304,26 @@ class SlurmBackend(Backend):
         batch = uuid.uuid4().hex
         batch_dir = self._remote("batches", batch)
         dirs = [self._remote(r.execution_id) for r in group]
-        q = shlex.quote
-        mkdir = f"umask 077; mkdir -p {q(batch_dir + '/requests')}"
+        self._make_batch_folder(batch_dir)
+        script = self._upload_batch(task_name, group, batch_dir, dirs)
+        sbatch = sbatch_command(self.cfg, task_name, batch_dir, len(group), provisioning)
+        if self.cfg.debug_slurm_script:
+            log.warning("Slurm batch script %s/job.sh:\n%s\nsubmitted with: %s", batch_dir,
+                        script, sbatch)
+        result = self.session.run(self._submission(batch_dir, batch, sbatch),
+                                  f"submitting {len(group)} executions")
+        lines = result.stdout.strip().splitlines()
+        found = self._found("\n".join(line[len("FOUND "):] for line in lines
+                                       if line.startswith("FOUND ")))
+        if result.exit_code == 0 and found:
+            return found
+        job = self._submitted_job(result, lines, task_name, batch_dir)
+        return {r.execution_id: {"dir": d, "job": f"{job}_{i}", "batch": batch}
+                for i, (d, r) in enumerate(zip(dirs, group, strict=True))}
+
+    def _make_batch_folder(self, batch_dir: str) -> None:
+        """Create the batch's folder (and its ``requests``), private to the user."""
+        mkdir = f"umask 077; mkdir -p {shlex.quote(batch_dir + '/requests')}"
         result = self.session.run(mkdir, "creating the batch folder")
         if result.exit_code != 0:
             raise BackendRejectedError(
@@ -295,44 +331,53 @@ class SlurmBackend(Backend):
                 f"{self.cfg.login_host}: {result.stderr.strip()}; check that it exists and is "
                 "writable there"
             )
+
+    def _upload_batch(self, task_name: str, group: list[TaskExecutionRequest], batch_dir: str,
+                      dirs: list[str]) -> str:
+        """Write the batch's requests, ``dirs.txt`` and ``job.sh``; returns the script.
+
+        The requests wait in the batch's own folder (no other client writes there) until the
+        submission moves them into their control folders.
+        """
         environment = (self.deployer.environment(task_name, group[0].task_ref)
                        if self.deployer is not None else None)
         script = batch_script(self.cfg, batch_dir, environment)
-        # The requests wait in the batch's own folder (no other client writes there) until
-        # the submission below moves them into their control folders.
         files = {posixpath.join(batch_dir, "requests", f"{i}.json"):
                  json.dumps(self._to_remote_input(r)).encode() for i, r in enumerate(group)}
         files[posixpath.join(batch_dir, "dirs.txt")] = ("\n".join(dirs) + "\n").encode()
         files[posixpath.join(batch_dir, "job.sh")] = script.encode()
         self._write(files, f"uploading {len(group)} requests")
-        sbatch = sbatch_command(self.cfg, task_name, batch_dir, len(group), provisioning)
-        if self.cfg.debug_slurm_script:
-            log.warning("Slurm batch script %s/job.sh:\n%s\nsubmitted with: %s", batch_dir,
-                        script, sbatch)
-        # One remote command, under a lock that every client of this slurm_tmp_io takes:
-        # if another client submitted one of these executions since we looked, report its
-        # handle and submit nothing; else submit, then record which array element runs which
-        # execution, so a re-run after a client crash finds it instead of submitting again.
+        return script
+
+    def _submission(self, batch_dir: str, batch: str, sbatch: str) -> str:
+        """The one remote command that submits the batch, under a lock every client of this
+        ``slurm_tmp_io`` takes.
+
+        If another client submitted one of these executions since we looked, it reports that
+        handle (``FOUND``) and submits nothing; else it moves each request into its control
+        folder, submits, then records which array element runs which execution
+        (``submitted``), so a re-run after a client crash finds it instead of submitting
+        again, and reports ``JOB <id>``.
+        """
+        q = shlex.quote
         lock = q(self._remote(".submit.lock"))
-        command = (
+        return (
             f"set -e; umask 077; cd {q(batch_dir)}; "
             f"if command -v flock >/dev/null; then exec 9>>{lock}; "
             'flock -w 120 9 || { echo "another client held the submission lock for 120 s" >&2;'
             " exit 75; }; fi; found=0; while read -r d; do "
-            'if [ -f "$d/submitted" ]; then echo "FOUND ${d##*/} $(cat "$d/submitted")"; '
+            f'if [ -f "$d/{SUBMITTED}" ]; then echo "FOUND ${{d##*/}} $(cat "$d/{SUBMITTED}")"; '
             "found=1; fi; done < dirs.txt; [ $found = 0 ] || exit 0; i=0; while read -r d; do "
-            'mkdir -p "$d"; mv "requests/$i.json" "$d/request.json"; i=$((i + 1)); '
+            f'mkdir -p "$d"; mv "requests/$i.json" "$d/{REQUEST}"; i=$((i + 1)); '
             f"done < dirs.txt; job=$({sbatch}); job=${{job%%;*}}; "
             'echo "$job" > jobid; i=0; while read -r d; do '
-            f'echo "${{job}}_$i {batch}" > "$d/submitted"; i=$((i + 1)); done < dirs.txt; '
+            f'echo "${{job}}_$i {batch}" > "$d/{SUBMITTED}"; i=$((i + 1)); done < dirs.txt; '
             'echo "JOB $job"'
         )
-        result = self.session.run(command, f"submitting {len(group)} executions")
-        lines = result.stdout.strip().splitlines()
-        found = self._found("\n".join(line[len("FOUND "):] for line in lines
-                                       if line.startswith("FOUND ")))
-        if result.exit_code == 0 and found:
-            return found
+
+    def _submitted_job(self, result: RemoteResult, lines: list[str], task_name: str,
+                       batch_dir: str) -> str:
+        """The job id the submission reported, or the error of an sbatch that refused."""
         job = lines[-1][len("JOB "):] if lines and lines[-1].startswith("JOB ") else ""
         if result.exit_code != 0 or not job.isdigit():
             raise BackendRejectedError(
@@ -340,8 +385,7 @@ class SlurmBackend(Backend):
                 f"{(result.stderr or result.stdout).strip()}. The generated script is "
                 f"{batch_dir}/job.sh (set debug_slurm_script=True to log it)."
             )
-        return {r.execution_id: {"dir": d, "job": f"{job}_{i}", "batch": batch}
-                for i, (d, r) in enumerate(zip(dirs, group, strict=True))}
+        return job
 
     # -- states --------------------------------------------------------------------------------
 
@@ -352,104 +396,85 @@ class SlurmBackend(Backend):
 
     def states(self, handles: Sequence[Handle]) -> list[BackendStatus]:
         ids = [posixpath.basename(self._folder(h)) for h in handles]
-        listing = " ".join(shlex.quote(i) for i in ids)
-        command = (
-            'squeue -h -r -u "$(id -un)" -o "%i %T" 2>/dev/null; echo @@; '
-            f"cd {shlex.quote(self.io)} 2>/dev/null; for d in {listing}; do "
-            'if [ -f "$d/response.json" ]; then echo "$d R $(grep -o \'"state": "[a-z_]*"\' '
-            '"$d/response.json" | head -n 1 | cut -d\\" -f4)"; '
-            'elif [ -f "$d/state" ]; then echo "$d S $(cat "$d/state") '
-            '$(cat "$d/progress.json" 2>/dev/null)"; else echo "$d N"; fi; '
-            '[ -f "$d/cancel" ] && echo "$d C"; done; true'
-        )
-        result = self.session.run(command, f"polling {len(ids)} executions")
+        result = self.session.run(self._poll(ids), f"polling {len(ids)} executions")
         queue_text, _, files_text = result.stdout.partition("@@\n")
         queue = {}
         for line in queue_text.splitlines():
             parts = line.split()
             if len(parts) == 2:
                 queue[parts[0]] = parts[1]
-        files = {}
-        cancelled = set()
-        for line in files_text.splitlines():
-            parts = line.split(" ", 3)
-            if parts[1:] == ["C"]:
-                cancelled.add(parts[0])
-            elif len(parts) >= 2:
-                files[parts[0]] = parts[1:]
-        return [self._status(h, queue, files.get(i), i in cancelled)
+        folders: dict[str, dict[str, bytes | None]] = {}
+        for line in files_text.split("\n"):
+            parts = line.split(" ", 2)
+            if len(parts) == 3:
+                folders.setdefault(parts[0], {})[parts[1]] = parts[2].encode()
+        return [self._status(h, queue, folders.get(i, {}))
                 for h, i in zip(handles, ids, strict=True)]
 
+    def _poll(self, ids: list[str]) -> str:
+        """One remote command: Slurm's queue, ``@@``, then ``<id> <file> <contents>`` lines.
+
+        Small files are read with the shell's ``read`` (no process per file); of
+        ``response.json`` and ``result.json`` only ``"state"`` and ``"ok"`` travel (as
+        ``{"state": ...}``): a status needs no more, and :meth:`fetch` reads the whole file
+        once. Every file is replaced atomically, so nothing read is a part.
+        """
+        q = shlex.quote
+        listing = " ".join(q(i) for i in ids)
+        small = " ".join(q(name) for name in (STATE, PROGRESS, CANCEL))
+        return (
+            'squeue -h -r -u "$(id -un)" -o "%i %T" 2>/dev/null; echo @@; '
+            f"cd {q(self.io)} 2>/dev/null || exit 0; for d in {listing}; do "
+            f'if [ -f "$d/{RESPONSE}" ]; then {_print_key(RESPONSE, "state")}; continue; fi; '
+            f'if [ -f "$d/{RESULT}" ]; then {_print_key(RESULT, "ok")}; fi; '
+            f'for n in {small}; do if [ -f "$d/$n" ]; then v=; IFS= read -r v < "$d/$n"; '
+            "printf '%s %s %s\\n' \"$d\" \"$n\" \"$v\"; fi; done; done; true"
+        )
+
     @staticmethod
-    def _status(handle: Handle, queue: dict[str, str], files: list[str] | None,
-                cancelled: bool = False) -> BackendStatus:
-        if files and files[0] == "R":
-            return BackendStatus(_FINAL.get(files[1] if len(files) > 1 else "",
-                                            ExecutionState.FAILED))
-        slurm_state = queue.get(handle.get("job", ""))
-        if slurm_state is None:
-            # Not in the queue and no response: Slurm ended it (time, memory, cancel, node);
-            # a job we cancelled before its worker answered is cancelled, as fetch() says.
-            if cancelled:
-                return BackendStatus(ExecutionState.CANCELLED, message="cancelled")
-            return BackendStatus(ExecutionState.FAILED, message="the job left the queue")
-        state = _SLURM_STATES.get(slurm_state, ExecutionState.RUNNING)
-        progress = None
-        if files and files[0] == "S" and len(files) > 1:
-            worker_state = files[1]
-            # A requeued job keeps its old state file: Slurm's PENDING wins over it.
-            if worker_state == "running" and state is not ExecutionState.QUEUED:
-                state = ExecutionState.RUNNING
-            if len(files) > 2 and files[2].strip():
-                try:
-                    data = json.loads(files[2])
-                    progress = Progress(data.get("fraction"), str(data.get("message", "")))
-                except ValueError:
-                    progress = None
-        return BackendStatus(state, progress)
+    def _status(handle: Handle, queue: dict[str, str], files: dict[str, bytes | None]
+                ) -> BackendStatus:
+        """The protocol's reading of the folder, with Slurm's queue for the worker's lock.
+
+        A job in the queue is alive; its state is Slurm's (a requeued job keeps its old
+        ``state`` file, and Slurm's PENDING wins over it). A job gone from the queue without
+        a response: Slurm ended it (time, memory, node, cancel), as :meth:`fetch` explains.
+        """
+        slurm_state = queue.get(str(handle.get("job", "")))
+        # The handle exists, so the submission is complete.
+        status = FolderStatus.from_files({SUBMITTED: b"", **files}, slurm_state is not None)
+        if slurm_state is None or status.state.finished:
+            return BackendStatus(*status)
+        return BackendStatus(_SLURM_STATES.get(slurm_state, ExecutionState.RUNNING),
+                             status.progress)
 
     # -- fetch ---------------------------------------------------------------------------------
 
     def fetch(self, handle: Handle) -> TaskExecutionResponse:
         folder = self._folder(handle)
-        raw = self._read(posixpath.join(folder, "response.json"), "fetching a response")
-        data = json.loads(raw) if raw is not None else self._slurm_ending(handle, folder)
+        raw = self._read(posixpath.join(folder, RESPONSE), "fetching a response")
+        data = json.loads(raw) if raw is not None else self._vanished(handle, folder)
         data["output"] = map_filerefs(data.get("output"), self._client_location)
         try:
             return converter.structure(data, TaskExecutionResponse)
         except Exception as exc:
             raise BackendError(f"the response in {folder} is unreadable: {exc}") from exc
 
-    def _slurm_ending(self, handle: Handle, folder: str) -> dict[str, Any]:
-        """The response of an execution the worker could not finish."""
-        from hqs_sdk.worker import error_response
-
-        execution_id = posixpath.basename(folder)
-        missing = self._read(posixpath.join(folder, "worker_missing"), "reading the job's end")
+    def _vanished(self, handle: Handle, folder: str) -> dict[str, Any]:
+        """The response of an execution whose worker wrote none (see
+        :func:`hqs_sdk.control.vanished_response`), with Slurm's account of the job's end
+        and the tail of its Slurm output."""
+        files = {name: self._read(posixpath.join(folder, name), "reading the job's end")
+                 for name in (RESULT, CANCEL, WORKER_MISSING)}
         job = str(handle.get("job", ""))
         output_file = self._remote("batches", str(handle.get("batch", "")), f"slurm-{job}.out")
         slurm_log = (self._read(output_file, "reading the job's output") or b"").decode(
             "utf-8", "replace")
-        cancelled = self._read(posixpath.join(folder, "cancel"), "reading the job's end")
-        lowered = slurm_log.lower()
-        if cancelled is not None and "due to time limit" not in lowered:
-            response = error_response(execution_id, "cancelled", "cancelled", "Cancelled",
-                                      f"cancelled (Slurm job {job})", "/nonexistent")
-        elif missing is not None:
-            message = (f"{missing.decode().strip()}. Make the worker available on the compute "
-                       "nodes with preparation_script_before, e.g. ['source /path/to/venv/bin/"
-                       "activate'] (the environment must have hqs-sdk and the task's package "
-                       "installed).")
-            response = error_response(execution_id, "failed", "worker_missing", "WorkerMissing",
-                                      message, "/nonexistent")
-        else:
-            ending = next((e for e in _SLURM_ENDINGS if e[0] in lowered), None)
-            _, state, kind, type_, message = ending or (
-                "", "failed", "worker_lost", "WorkerLost", "the job ended without a result")
-            response = error_response(execution_id, state, kind, type_,
-                                      f"{message} (Slurm job {job})", "/nonexistent")
-        response["log_tail"] = slurm_log[-64 * 1024:]
-        return response
+        execution_id = posixpath.basename(folder)
+        return vanished_response(
+            execution_id, files, slurm_log[-LOG_TAIL_BYTES:],
+            f"{folder} on {self.cfg.login_host} (Slurm job {job})",
+            _slurm_ending(execution_id, job, slurm_log, files))
 
     # -- cancel --------------------------------------------------------------------------------
 
@@ -457,8 +482,47 @@ class SlurmBackend(Backend):
         folder = self._folder(handle)
         job = str(handle.get("job", ""))
         q = shlex.quote
-        self.session.run(f"touch {q(folder + '/cancel')}; scancel {q(job)}",
+        # The protocol's cancel marker first: the worker then takes Slurm's SIGTERM as a
+        # cancel, and a job that never started is reported cancelled.
+        self.session.run(f"touch {q(posixpath.join(folder, CANCEL))}; scancel {q(job)}",
                          f"cancelling Slurm job {job}")
 
     def close(self) -> None:
         self.session.close()
+
+
+def _print_key(name: str, key: str) -> str:
+    """Shell that prints ``$d <name> {"<key>": <value>}``: the first ``key`` in the JSON file,
+    the top-level one (the protocol's writers put ``state`` and ``ok`` before any output)."""
+    pattern = shlex.quote(f'"{key}": *"*[a-z_]*"*')
+    file = shlex.quote(name)
+    return ("printf '%s %s {%s}\\n' \"$d\" " + file
+            + f' "$(grep -o {pattern} "$d/"{file} | head -n 1)"')
+
+
+def _slurm_ending(execution_id: str, job: str, slurm_log: str,
+                  files: dict[str, bytes | None]) -> dict[str, Any] | None:
+    """Slurm's account of why a job's worker ended without a response, or None.
+
+    A missing worker (the batch script's ``worker_missing`` note), else the first of
+    :data:`_SLURM_ENDINGS` in the job's output. A job cancelled through this backend (the
+    folder has a ``cancel`` marker) has none but its time limit: the protocol reports it
+    cancelled, whatever an earlier run of a requeued job left in the output.
+    """
+    lowered = slurm_log.lower()
+    ending = next((e for e in _SLURM_ENDINGS if e[0] in lowered), None)
+    if files.get(CANCEL) is not None and (ending is None or ending[2] != "timeout"):
+        return None
+    missing = files.get(WORKER_MISSING)
+    if missing is not None:
+        message = (f"{missing.decode('utf-8', 'replace').strip()}. Make the worker available "
+                   "on the compute nodes with preparation_script_before, e.g. ['source "
+                   "/path/to/venv/bin/activate'] (the environment must have hqs-sdk and the "
+                   "task's package installed).")
+        return error_response(execution_id, "failed", "worker_missing", "WorkerMissing",
+                              message, None)
+    if ending is None:
+        return None
+    _, state, kind, type_, message = ending
+    return error_response(execution_id, state, kind, type_, f"{message} (Slurm job {job})",
+                          None)

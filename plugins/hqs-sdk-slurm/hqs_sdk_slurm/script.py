@@ -2,6 +2,11 @@
 
 Options travel on the ``sbatch`` command line, not as ``#SBATCH`` lines: sbatch does not apply
 shell quoting to those, and a path or task name must never be able to inject anything.
+
+The script runs the worker's command line as the core's protocol describes it for a
+scheduler (:meth:`hqs_sdk.control.ControlFolder.command`: no lock handed over, Slurm's own
+SIGTERM is not a cancel); what is Slurm's here is finding the array index's control folder,
+the preparation lines, and the ``worker_missing`` note when no worker is on the node.
 """
 
 from __future__ import annotations
@@ -10,10 +15,16 @@ import math
 import re
 import shlex
 
+from hqs_sdk.control import ControlFolder
 from hqs_sdk.models import Provisioning
 from hqs_sdk_slurm.config import BackendConfigurationSlurm
 
-__all__ = ["batch_script", "sbatch_command", "sbatch_options"]
+__all__ = ["WORKER_MISSING", "batch_script", "sbatch_command", "sbatch_options", "worker_lines"]
+
+#: The worker as the compute node finds it, on the ``PATH`` the preparation lines set.
+WORKER = ("hqs-task-execute",)
+#: Written into the control folder by the batch script when the node has no worker: why.
+WORKER_MISSING = "worker_missing"
 
 
 def sbatch_options(provisioning: Provisioning) -> list[str]:
@@ -52,6 +63,7 @@ def batch_script(config: BackendConfigurationSlurm, batch_dir: str,
     ``preparation_script_before`` (which may load the Python it was made from).
     """
     dirs = shlex.quote(f"{batch_dir}/dirs.txt")
+    program = shlex.quote(WORKER[0])
     activate = [] if environment is None else [
         "# The task's deployed environment (deploy=True):",
         f"export VIRTUAL_ENV={shlex.quote(environment)}",
@@ -71,13 +83,25 @@ def batch_script(config: BackendConfigurationSlurm, batch_dir: str,
         *activate,
         *config.preparation_script_after,
         "",
-        "if ! command -v hqs-task-execute >/dev/null 2>&1; then",
-        '    echo "hqs-task-execute was not found on $(hostname); PATH=$PATH" '
-        '> "$DIR/worker_missing"',
+        f"if ! command -v {program} >/dev/null 2>&1; then",
+        f'    echo "{program} was not found on $(hostname); PATH=$PATH" '
+        f'> "$DIR/{WORKER_MISSING}"',
         "    exit 127",
         "fi",
         "# Slurm's own SIGTERM (time limit, preemption, node failure) leaves no response:",
-        "export HQS_SDK_WORKER_SIGTERM=exit",
-        'exec hqs-task-execute "$DIR"',
+        *worker_lines(),
         "",
     ])
+
+
+def worker_lines() -> list[str]:
+    """The lines that run the worker on the control folder in ``$DIR``.
+
+    The command line is the protocol's for a scheduler (see the module docstring), made for
+    a stand-in folder that then becomes ``"$DIR"``; its environment is exported.
+    """
+    stand_in = ControlFolder("/control-folder")
+    command = stand_in.command(WORKER, env={}, lock_fd=None, scheduler_sigterm=True)
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in command.env.items()]
+    argv = ['"$DIR"' if arg == stand_in.path else shlex.quote(arg) for arg in command.argv]
+    return [*exports, "exec " + " ".join(argv)]
