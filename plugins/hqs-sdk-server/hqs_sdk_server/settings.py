@@ -49,19 +49,6 @@ def _delegates(backend_class: type[Backend]) -> bool:
     return bool(getattr(backend_class, "delegates_to_service", False))
 
 
-def _slurm_folders(config: BackendConfiguration, run_id: str) -> list[str] | None:
-    """TEMPORARY: the Slurm backend's layout, until it implements output_locations."""
-    from hqs_sdk.plugins import registry
-
-    backend_class = registry().backend_spec_for(config).backend_class
-    if "output_locations" in vars(backend_class) or not hasattr(config, "slurm_tmp_io"):
-        return None
-    # slurm_tmp_io/<execution>/, as the cluster and as this machine see it
-    fields = attrs.asdict(config)
-    return [f"{base.rstrip('/')}/{run_id}"
-            for base in (fields.get("slurm_tmp_io"), fields.get("slurm_tmp_io_local")) if base]
-
-
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(base) / "hqs-sdk-server"
@@ -192,7 +179,4 @@ class Settings:
 
         The backend says (:meth:`~hqs_sdk.backend.Backend.output_locations`).
         """
-        folders = _slurm_folders(config, run_id)
-        if folders is not None:
-            return folders
         return list(_backend(config).output_locations(run_id))
