@@ -50,7 +50,7 @@ _NEXT_WAITING = (_ACTIVE_ROWS.where(executions.c.handle.is_(None),
 
 
 def _error_response(execution_id: str, state: str, kind: str, message: str) -> dict[str, Any]:
-    from hqs_sdk.worker import error_response
+    from hqs_sdk.control import error_response
 
     return error_response(execution_id, state, kind, "ServiceError", message, "/nonexistent")
 
