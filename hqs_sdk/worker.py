@@ -52,22 +52,32 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-# The protocol's files and helpers live in hqs_sdk.control; these names stay importable from
-# here for code written before it existed.
-from hqs_sdk.control import (  # noqa: F401
-    CONTROL_DIR_ENV,
-    LOG_TAIL_BYTES,
-    SIGTERM_ENV,
-    ControlFolder,
-    error_response,
-    log_tail,
-    process_start_time,
-    response_from_result,
-    write_atomically,
-)
+from hqs_sdk import control as _control
+from hqs_sdk.control import CONTROL_DIR_ENV, ControlFolder
+from hqs_sdk.control import SIGTERM_ENV as _SIGTERM_ENV
+from hqs_sdk.control import error_response as _error_response
+from hqs_sdk.control import response_from_result as _response_from_result
+from hqs_sdk.control import write_atomically as _write_atomically
 
 _KILL_GRACE_S = 2.0
 _MEMORY_SAMPLE_S = 0.1
+
+# Helpers that moved to hqs_sdk.control: importable from here, with a DeprecationWarning.
+_MOVED_TO_CONTROL = frozenset({
+    "LOG_TAIL_BYTES", "SIGTERM_ENV", "error_response", "log_tail", "process_start_time",
+    "response_from_result", "write_atomically",
+})
+
+
+def __getattr__(name: str) -> Any:
+    """The helpers that moved to :mod:`hqs_sdk.control`, with a DeprecationWarning."""
+    if name in _MOVED_TO_CONTROL:
+        import warnings
+
+        warnings.warn(f"hqs_sdk.worker.{name} moved to hqs_sdk.control; import it from there "
+                      f"(from hqs_sdk.control import {name})", DeprecationWarning, stacklevel=2)
+        return getattr(_control, name)
+    raise AttributeError(f"module 'hqs_sdk.worker' has no attribute {name!r}")
 
 #: What a task inherits from the environment of the process that starts its worker (a user's
 #: script, the service): enough to run Python and the programs it calls, find its packages and
@@ -175,7 +185,7 @@ def _iso(ts: float) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-    write_atomically(path, text)
+    _write_atomically(path, text)
 
 
 # -- task resolution -----------------------------------------------------------------------
@@ -408,7 +418,7 @@ def _signal_name(number: int) -> str:
 def _stopped_by_scheduler(control: str, cancelled: list[bool], status: int | None = None
                           ) -> bool:
     """A SIGTERM the user did not ask for, under a scheduler that reports its own reason."""
-    if os.environ.get(SIGTERM_ENV) != "exit" or os.path.exists(os.path.join(control, "cancel")):
+    if os.environ.get(_SIGTERM_ENV) != "exit" or os.path.exists(os.path.join(control, "cancel")):
         return False
     return cancelled[0] or (status is not None and os.WIFSIGNALED(status)
                             and os.WTERMSIG(status) == signal.SIGTERM)
@@ -436,7 +446,7 @@ def _finished_before(folder: ControlFolder) -> bool:
         result = json.load(f)
     with open(folder.file("request.json")) as f:
         execution_id = json.load(f)["execution_id"]
-    folder.write_response(response_from_result(execution_id, result, folder.path, {}))
+    folder.write_response(_response_from_result(execution_id, result, folder.path, {}))
     return True
 
 
@@ -581,11 +591,11 @@ def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = No
         result = _read_result(folder, cancelled, status)
         if result is None:
             return 143
-        folder.write_response(response_from_result(execution_id, result, folder.path, metrics))
+        folder.write_response(_response_from_result(execution_id, result, folder.path, metrics))
     except _Outcome as outcome:
         if outcome.state == "cancelled" and _stopped_by_scheduler(folder.path, cancelled):
             return 143
-        folder.write_response(error_response(
+        folder.write_response(_error_response(
             execution_id, outcome.state, outcome.kind, outcome.type, outcome.message,
             folder.path, metrics))
     return 0

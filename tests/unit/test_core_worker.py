@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 
 from hqs_sdk.models import ExecutionState, Provisioning, TaskExecutionResponse
 from hqs_sdk.serialization import converter
@@ -164,7 +165,7 @@ def test_control_files_are_private_and_a_planted_link_is_not_followed(
         tmp_path: Path, monkeypatch: Any) -> None:
     """``<path>.<pid>.tmp`` was predictable: on a shared slurm_tmp_io another user could plant a
     link there and have the worker (or a task's progress report) write through it."""
-    from hqs_sdk import worker
+    from hqs_sdk.control import write_atomically
     from hqs_sdk.task_progress import CONTROL_DIR_ENV, progress
 
     control = tmp_path / "control"
@@ -178,7 +179,7 @@ def test_control_files_are_private_and_a_planted_link_is_not_followed(
         monkeypatch.setenv(CONTROL_DIR_ENV, str(control))
         progress(0.5, "half")
         assert victim.read_text() == "untouched"
-        worker.write_atomically(str(control / "state"), "running")
+        write_atomically(str(control / "state"), "running")
     finally:
         os.umask(old_umask)
     assert victim.read_text() == "untouched"
@@ -192,12 +193,12 @@ def test_control_files_are_private_and_a_planted_link_is_not_followed(
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
-    from hqs_sdk import worker
+    from hqs_sdk.control import write_atomically
 
     target = tmp_path / "response.json"
     target.mkdir()  # the rename over a folder fails
     try:
-        worker.write_atomically(str(target), "{}", durable=True)
+        write_atomically(str(target), "{}", durable=True)
     except OSError:
         pass
     else:
@@ -218,3 +219,24 @@ def test_the_worker_writes_its_control_files_private(tmp_path: Path) -> None:
             assert (control / name).stat().st_mode & 0o777 == 0o600, name
     assert (control / "response.json").exists()
     assert not [p.name for p in control.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("name", ["write_atomically", "error_response", "response_from_result",
+                                  "log_tail", "process_start_time", "LOG_TAIL_BYTES",
+                                  "SIGTERM_ENV"])
+def test_the_helpers_moved_to_control_still_work_from_worker_with_a_warning(name: str) -> None:
+    from hqs_sdk import control, worker
+
+    with pytest.warns(DeprecationWarning, match=rf"hqs_sdk\.worker\.{name} moved to "
+                                                rf"hqs_sdk\.control"):
+        old = getattr(worker, name)
+    assert old is getattr(control, name)
+
+
+def test_the_old_import_form_warns_too_and_unknown_names_still_fail() -> None:
+    with pytest.warns(DeprecationWarning, match="from hqs_sdk.control import log_tail"):
+        from hqs_sdk.worker import log_tail  # noqa: F401
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        from hqs_sdk import worker
+
+        worker.nonsense  # noqa: B018
