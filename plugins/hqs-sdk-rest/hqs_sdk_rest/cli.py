@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from hqs_sdk.cli_command import CliCommand
 from hqs_sdk.errors import (
     BackendRejectedError,
     BackendUnavailableError,
@@ -37,7 +38,7 @@ from hqs_sdk_rest.errors import HTTPStatusError, TokenRefused, causes
 if TYPE_CHECKING:
     from hqs_sdk_rest.client import Client
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "commands"]
 
 #: How long ``login`` retries a service that does not answer (the user is waiting).
 LOGIN_RETRY_S = 3.0
@@ -315,32 +316,43 @@ def _cmd_show(args: argparse.Namespace) -> int:
 # -- the parsers ------------------------------------------------------------------------------
 
 
+def commands() -> list[CliCommand]:
+    """``login``, ``logout`` and ``executions`` (see the module docstring), as the records the
+    plugin's ``hqs_sdk_commands`` hook yields."""
+    return [
+        CliCommand("login", "save the REST service's URL and a token for it (checked first)",
+                   _login_arguments, _cmd_login,
+                   description="Check a token with the service and save the URL and token in "
+                               f"{credentials_file()} (mode 0600) for the REST backend and these "
+                               "commands. The token is asked for without echo when a terminal "
+                               "is attached, otherwise read from the first line of stdin."),
+        CliCommand("logout", "forget the saved REST service and token", None, _cmd_logout),
+        CliCommand("executions", "your executions on the REST service", _executions_arguments),
+    ]
+
+
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``login``, ``logout`` and ``executions`` to ``hqs-sdk`` (see the module docstring)."""
-    _add_login(subparsers)
-    _add_executions(subparsers)
+    """Add the commands of :func:`commands` to an ``add_subparsers()`` object (the form of the
+    deprecated ``hqs_sdk_cli_commands`` hook)."""
+    for command in commands():
+        parser = subparsers.add_parser(command.name, help=command.help,
+                                       description=command.description or command.help)
+        if command.run is not None:
+            parser.set_defaults(handler=command.run)
+        if command.add_arguments is not None:
+            command.add_arguments(parser)
 
 
-def _add_login(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    login = subparsers.add_parser(
-        "login", help="save the REST service's URL and a token for it (checked first)",
-        description="Check a token with the service and save the URL and token in "
-                    f"{credentials_file()} (mode 0600) for the REST backend and these commands. "
-                    "The token is asked for without echo when a terminal is attached, "
-                    "otherwise read from the first line of stdin.")
+def _login_arguments(login: argparse.ArgumentParser) -> None:
+    """``hqs-sdk login [--url URL] [--token-stdin]``."""
     login.add_argument("--url", help="the service, e.g. https://tasks.example.org (default: "
                                      "HQS_SDK_URL, else the saved one)")
     login.add_argument("--token-stdin", action="store_true",
                        help="read the token from stdin even when a terminal is attached")
-    login.set_defaults(handler=_cmd_login)
-
-    logout = subparsers.add_parser("logout", help="forget the saved REST service and token")
-    logout.set_defaults(handler=_cmd_logout)
 
 
-def _add_executions(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    executions = subparsers.add_parser(
-        "executions", help="your executions on the REST service")
+def _executions_arguments(executions: argparse.ArgumentParser) -> None:
+    """``hqs-sdk executions list|show``."""
     executions_sub = executions.add_subparsers(dest="executions_command", required=True,
                                                metavar="{list,show}")
     listing = executions_sub.add_parser(
