@@ -19,8 +19,9 @@ Each entry: the file, who writes it and when, what it holds.
     Created by the backend (or the worker); empty. An exclusive ``flock`` on it is held by the
     live worker: see *The lock* below.
 ``submitted``
-    The backend, after the start: an empty marker that the submission is complete. A folder
-    with neither it nor ``pid`` is still being submitted by some client.
+    The backend, after the start (or after handing the execution to a queue of its own): an
+    empty marker that the submission is complete. A folder with neither it nor ``pid`` is
+    still being submitted by some client, for :data:`SUBMIT_GRACE_S` at most.
 ``pid``
     The worker, as it starts: ``"<pid> <start time>"``, the supervisor's pid and its kernel
     start time (field 22 of ``/proc/<pid>/stat``, which guards against pid reuse). The process
@@ -86,6 +87,31 @@ no response) are told apart without a daemon, and a repeated start starts nothin
 (:func:`lock_is_free`, :meth:`ControlFolder.start`). ``flock`` locks hold on one machine; on a
 shared file system (NFS) the lock is only meaningful on the node that runs the worker.
 
+A folder without a live worker
+------------------------------
+
+No worker holds the lock and there is no response: :meth:`ControlFolder.status` tells apart
+
+- **no folder at all**: the execution is lost (the folder was deleted, or the backend's work
+  folder changed). ``FAILED``, with a message that names the folder;
+  :meth:`~ControlFolder.fetch` returns a ``worker_lost`` failure saying so (and writes
+  nothing), :meth:`~ControlFolder.cancel` raises :class:`~hqs_sdk.errors.BackendError`. A
+  backend needs no check of its own;
+- **a submission in progress**: no ``request.json`` yet, or neither ``submitted`` nor
+  ``pid``: ``QUEUED`` while another client may still be submitting it, for
+  :data:`SUBMIT_GRACE_S` after the folder (or its ``request.json``) was written, then
+  ``FAILED`` (its client ended before it started a worker);
+- **waiting in the backend's own queue**: only the backend knows that, so it says so with
+  ``status(queued_elsewhere=...)``: True while its queue or executor holds the execution
+  (``QUEUED``, "waiting in the backend's queue"), False once nothing of it does (``FAILED``
+  then, ``submitted`` or not, so an execution whose queue went away with its client does not
+  wait for ever). :meth:`FolderStatus.from_files` takes the same argument;
+- otherwise **the worker died**: ``FAILED``; :meth:`~ControlFolder.fetch` writes its
+  response (:func:`vanished_response`: the task's result if it finished, else
+  ``worker_lost``).
+
+A ``result.json``, a ``cancel`` marker or a response decide before any of these.
+
 For backend authors
 -------------------
 
@@ -99,6 +125,23 @@ A backend that runs workers on this machine::
     BackendStatus(*folder.status())          # states(): queued, running, or finished
     folder.fetch()                           # the TaskExecutionResponse, once finished
     folder.cancel()
+
+A backend with a queue of its own (a pool in the client, a Dask cluster) marks the folder
+submitted when its queue takes the execution, starts the worker when the queue gets to it
+(:meth:`ControlFolder.start`, or :meth:`ControlFolder.command` with ``lock_fd=None``), and
+passes what its queue knows to every status::
+
+    folder.prepare(request)
+    folder.mark_submitted()
+    queue.put(folder)                        # the backend's queue starts the worker later
+    ...
+    BackendStatus(*folder.status(queued_elsewhere=queue.holds(folder)))
+
+``queue.holds`` must stay true until a worker holds the lock: until :meth:`~ControlFolder.start`
+returned, or, for a command that takes the lock itself, until that command ended. A queue
+that lives in the client loses what it has not started when the client exits; the
+next client's ``queue.holds`` is then False and the executions read ``FAILED``, not ``QUEUED``
+for ever.
 
 A backend that starts the worker elsewhere (a scheduler, a container) calls
 :meth:`ControlFolder.command` with ``lock_fd=None`` for the command line to run there (the
@@ -120,6 +163,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -141,6 +185,7 @@ __all__ = [
     "SIGTERM_ENV",
     "STATE",
     "SUBMITTED",
+    "SUBMIT_GRACE_S",
     "WORKER_ERR",
     "WORKER_LOCK_FD",
     "ControlFolder",
@@ -169,6 +214,9 @@ SIGTERM_ENV = "HQS_SDK_WORKER_SIGTERM"
 CONTROL_DIR_ENV = "HQS_SDK_CONTROL_DIR"
 #: The worker's descriptor that carries the execution's lock when the starter hands it over.
 WORKER_LOCK_FD = 3
+#: Seconds a folder may show a submission in progress (no ``request.json`` yet, or neither
+#: ``submitted`` nor ``pid``) before :meth:`ControlFolder.status` calls the execution lost.
+SUBMIT_GRACE_S = 60.0
 
 # The files of a control folder (see the module docstring).
 REQUEST = "request.json"
@@ -444,22 +492,27 @@ class FolderStatus(NamedTuple):
     message: str = ""
 
     @classmethod
-    def from_files(cls, files: Mapping[str, bytes | None], worker_alive: bool
-                   ) -> FolderStatus:
+    def from_files(cls, files: Mapping[str, bytes | None], worker_alive: bool, *,
+                   queued_elsewhere: bool | None = None) -> FolderStatus:
         """The state that the contents of a control folder's files show.
 
         ``files`` maps file names to their contents (None: no such file), read in this order:
         :data:`RESPONSE` (only its ``"state"`` is used, so a backend may pass a response
         reduced to ``{"state": ...}``), then, with ``worker_alive`` (a worker holds the lock,
         or a scheduler runs the job), :data:`STATE` and :data:`PROGRESS`; else
-        :data:`RESULT` (only ``"ok"`` is used), :data:`CANCEL`, :data:`SUBMITTED` and
-        :data:`PID`.
+        :data:`RESULT` (only ``"ok"`` is used), :data:`CANCEL`, :data:`REQUEST` (only
+        whether it is there, and only if the mapping has the key), :data:`SUBMITTED` and
+        :data:`PID`. ``queued_elsewhere`` is the backend's own knowledge (see
+        :meth:`ControlFolder.status`): True, its queue or executor holds the execution;
+        False, nothing of the backend holds it; None, the backend has no queue of its own.
 
         Finished: the response's state. A worker alive: ``RUNNING`` once the task runs,
         ``QUEUED`` before, with its progress. No worker and no response: what ``result.json``
         says if the task finished; ``CANCELLED`` with a ``cancel`` marker; ``QUEUED`` while
-        another client is still submitting it (neither ``submitted`` nor ``pid``); otherwise
-        ``FAILED`` (the worker is gone; :func:`vanished_response` builds its response).
+        the backend's queue holds it (``queued_elsewhere``); ``FAILED`` if ``request.json``
+        is gone; ``QUEUED`` while another client is still submitting it (neither
+        ``submitted`` nor ``pid``, and ``queued_elsewhere`` None); otherwise ``FAILED`` (the
+        worker is gone; :func:`vanished_response` builds its response).
         """
         from hqs_sdk.models import ExecutionState
 
@@ -475,7 +528,11 @@ class FolderStatus(NamedTuple):
             return cls(ExecutionState.SUCCEEDED if result.get("ok") else ExecutionState.FAILED)
         if files.get(CANCEL) is not None:
             return cls(ExecutionState.CANCELLED, message="cancelled")
-        if files.get(SUBMITTED) is None and files.get(PID) is None:
+        if queued_elsewhere:
+            return cls(ExecutionState.QUEUED, message="waiting in the backend's queue")
+        if REQUEST in files and files[REQUEST] is None:
+            return cls(ExecutionState.FAILED, message=f"its {REQUEST} is gone (deleted)")
+        if queued_elsewhere is None and files.get(SUBMITTED) is None and files.get(PID) is None:
             return cls(ExecutionState.QUEUED)  # being submitted by another client
         return cls(ExecutionState.FAILED, message="the worker process is gone")
 
@@ -640,21 +697,61 @@ class ControlFolder:
         except FileNotFoundError:
             return ""
 
-    def status(self) -> FolderStatus:
+    def status(self, queued_elsewhere: bool | None = None) -> FolderStatus:
         """The execution's state: from its response, its live worker, or its remains.
 
         Finished: the response's state. A worker alive: ``RUNNING`` once the task runs,
         ``QUEUED`` before, with its progress. No worker and no response: what ``result.json``
         says if the task finished; ``CANCELLED`` with a ``cancel`` marker; ``QUEUED`` while
-        another client is still submitting it; otherwise ``FAILED`` (the worker is gone;
-        :meth:`fetch` builds its response). See :meth:`FolderStatus.from_files`.
+        another client is still submitting it (for :data:`SUBMIT_GRACE_S` at most); otherwise
+        ``FAILED`` (the worker is gone; :meth:`fetch` builds its response). A folder that does
+        not exist is ``FAILED`` too: the execution is lost. See
+        :meth:`FolderStatus.from_files`.
+
+        ``queued_elsewhere`` is for a backend with a queue of its own, which starts the worker
+        later (a pool in the client, a Dask cluster, a scheduler): True while its queue or
+        executor holds the execution (not started yet, or starting): ``QUEUED`` rather than
+        ``FAILED`` while no worker holds the lock. False once nothing of it holds the
+        execution: no worker and no response is then ``FAILED``, ``submitted`` marker or not.
+        None (the default) for a backend that starts the worker as it submits.
         """
         files = self.contents(RESPONSE)
         alive = files[RESPONSE] is None and self.worker_alive()
+        if alive:
+            files.update(self.contents(STATE, PROGRESS))
+            return FolderStatus.from_files(files, True)
         # Nobody holds the lock: the worker ended (or died), perhaps just now; read again.
-        names = (STATE, PROGRESS) if alive else (RESPONSE, RESULT, CANCEL, SUBMITTED, PID)
-        files.update(self.contents(*names))
-        return FolderStatus.from_files(files, alive)
+        files.update(self.contents(RESPONSE, RESULT, CANCEL, SUBMITTED, PID))
+        if files[RESPONSE] is not None or files[RESULT] is not None:
+            return FolderStatus.from_files(files, False)
+        return self._remains(files, queued_elsewhere)
+
+    def _remains(self, files: dict[str, bytes | None], queued_elsewhere: bool | None
+                 ) -> FolderStatus:
+        """The state of a folder without a response, a result or a live worker."""
+        from hqs_sdk.models import ExecutionState
+
+        try:
+            since = os.stat(self.file(REQUEST)).st_mtime
+            files[REQUEST] = b""
+        except FileNotFoundError:
+            try:  # being prepared (the folder is new), or lost
+                since = os.stat(self.path).st_mtime
+            except FileNotFoundError:
+                return FolderStatus(ExecutionState.FAILED, message=self._gone())
+            preparing = queued_elsewhere is None and files[SUBMITTED] is None and files[PID] is None
+            files[REQUEST] = b"" if preparing else None
+        status = FolderStatus.from_files(files, False, queued_elsewhere=queued_elsewhere)
+        if (status.state is ExecutionState.QUEUED and queued_elsewhere is None
+                and time.time() - since >= SUBMIT_GRACE_S):
+            return FolderStatus(ExecutionState.FAILED, message=(
+                f"no worker started within {SUBMIT_GRACE_S:g} s of its submission in "
+                f"{self.path}: the client that submitted it ended before it started one"))
+        return status
+
+    def _gone(self) -> str:
+        return (f"the execution's control folder {self.path} does not exist (it was deleted, "
+                "or the backend's work folder changed): the execution is lost; run it again")
 
     def vanished_response(self) -> dict[str, Any]:
         """The response (wire form) of an execution whose worker ended without writing one.
@@ -681,8 +778,13 @@ class ControlFolder:
             if self.worker_alive():
                 raise BackendError(f"the execution in {self.path} has not finished: its worker "
                                    "still runs; fetch it once its state is final")
-            write_once(self.file(RESPONSE), self.vanished_response())
-            data = self.read_response()
+            try:
+                write_once(self.file(RESPONSE), self.vanished_response())
+            except FileNotFoundError:  # no folder: a response of its own, written nowhere
+                data = _error(self.execution_id, "failed", "worker_lost", "ExecutionLost",
+                              self._gone(), "")
+            else:
+                data = self.read_response()
         try:
             return converter.structure(data, TaskExecutionResponse)
         except Exception as exc:
@@ -713,10 +815,16 @@ class ControlFolder:
         A worker that has not started yet finds the file and ends with a ``cancelled``
         response; one that runs is signalled; with no worker at all (it never started, or
         it died) the ``cancelled`` response is written here. A finished execution is left
-        as it is.
+        as it is. Raises :class:`~hqs_sdk.errors.BackendError` when the folder does not
+        exist (nothing is left to stop; :meth:`status` reads it as ``FAILED``).
         """
-        with open(self.file(CANCEL), "w"):
-            pass
+        try:
+            with open(self.file(CANCEL), "w"):
+                pass
+        except FileNotFoundError:
+            from hqs_sdk.errors import BackendError
+
+            raise BackendError(f"cannot cancel: {self._gone()}") from None
         if self.exists(RESPONSE):
             return
         pid = self.worker_pid()

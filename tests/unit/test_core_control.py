@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hqs_sdk.control import (
+    SUBMIT_GRACE_S,
     WORKER_LOCK_FD,
     ControlFolder,
     lock_is_free,
@@ -207,3 +209,99 @@ def test_write_once_lets_the_first_writer_win(tmp_path: Path) -> None:
     assert results.count(True) == 1
     assert read_json(path)["n"] in range(8)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+# -- executions that are lost, or wait somewhere else -------------------------------------------
+
+
+def test_a_deleted_folder_is_a_lost_execution_not_one_that_waits_for_ever(tmp_path: Path) -> None:
+    request = make_request(tasks.add, a=1, b=2)
+    folder = ControlFolder(tmp_path / request.execution_id)
+    folder.prepare(request)
+    start(folder)
+    wait_state(folder, ExecutionState.SUCCEEDED)
+    shutil.rmtree(folder.path)  # a user cleaning up, or the backend's work_dir moved
+    status = folder.status()
+    assert status.state is ExecutionState.FAILED
+    assert folder.path in status.message and "does not exist" in status.message
+    response = folder.fetch()  # a failure the runner caches, not an OSError
+    assert response.state is ExecutionState.FAILED
+    assert response.error is not None and response.error.kind == "worker_lost"
+    assert folder.path in response.error.message and "run it again" in response.error.message
+    assert not os.path.exists(folder.path)  # fetch does not make it again
+    with pytest.raises(BackendError, match=f"cannot cancel: .*{folder.path} does not exist"):
+        folder.cancel()
+    assert not os.path.exists(folder.path)
+
+
+def age(path: str, seconds: float) -> None:
+    """Make ``path`` look ``seconds`` old."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_folder_being_submitted_is_queued_for_a_while_then_lost(tmp_path: Path) -> None:
+    request = make_request(tasks.add, a=1, b=2)
+    folder = ControlFolder(tmp_path / request.execution_id)
+    os.makedirs(folder.path)  # prepare() has made the folder, request.json comes next
+    assert folder.status().state is ExecutionState.QUEUED
+    age(folder.path, SUBMIT_GRACE_S + 1)
+    assert folder.status().state is ExecutionState.FAILED
+    folder.prepare(request)  # ... then started no worker: its client was killed
+    assert folder.status().state is ExecutionState.QUEUED
+    age(folder.file("request.json"), SUBMIT_GRACE_S + 1)
+    status = folder.status()
+    assert status.state is ExecutionState.FAILED and "no worker started" in status.message
+    assert folder.fetch().error.kind == "worker_lost"  # type: ignore[union-attr]
+
+
+def test_a_folder_that_lost_its_request_is_failed(tmp_path: Path) -> None:
+    request = make_request(tasks.add, a=1, b=2)
+    folder = ControlFolder(tmp_path / request.execution_id)
+    folder.prepare(request)
+    folder.mark_submitted()
+    os.unlink(folder.file("request.json"))  # a clean-up that stopped half-way
+    status = folder.status()
+    assert status.state is ExecutionState.FAILED and "request.json is gone" in status.message
+
+
+def test_an_execution_in_the_backends_own_queue_is_queued_until_its_worker_ends(
+        tmp_path: Path) -> None:
+    """A backend that starts workers later (its own queue) says what the queue knows."""
+    request = make_request(tasks.add, a=40, b=2)
+    folder = ControlFolder(tmp_path / request.execution_id)
+    folder.prepare(request)
+    folder.mark_submitted()  # handed to the backend's queue, no worker yet
+    assert folder.status().state is ExecutionState.FAILED  # without the queue's word: gone
+    waiting = folder.status(queued_elsewhere=True)
+    assert waiting.state is ExecutionState.QUEUED and "backend's queue" in waiting.message
+    # The queue's executor runs the worker, which takes the lock itself.
+    command = folder.command(lock_fd=None, env=task_environment(os.environ))
+    worker = subprocess.Popen(command.argv, env=command.env)
+    try:
+        seen = set()
+        deadline = time.monotonic() + 30
+        while not (state := folder.status(queued_elsewhere=True).state).finished:
+            seen.add(state)
+            assert time.monotonic() < deadline, f"still {state} after 30 s"
+            time.sleep(0.01)
+        assert state is ExecutionState.SUCCEEDED and seen <= {ExecutionState.QUEUED,
+                                                                ExecutionState.RUNNING}
+    finally:
+        worker.wait(timeout=30)
+    assert folder.fetch().output == 42
+
+
+def test_an_execution_the_backends_queue_dropped_is_failed_not_queued(tmp_path: Path) -> None:
+    request = make_request(tasks.add, a=1, b=2)
+    folder = ControlFolder(tmp_path / request.execution_id)
+    folder.prepare(request)  # queued by a backend that never marks it submitted
+    assert folder.status(queued_elsewhere=True).state is ExecutionState.QUEUED
+    assert folder.status().state is ExecutionState.QUEUED  # markers alone: being submitted
+    lost = folder.status(queued_elsewhere=False)  # the queue is gone (its client exited)
+    assert lost.state is ExecutionState.FAILED
+    assert folder.fetch().error.kind == "worker_lost"  # type: ignore[union-attr]
+    # A worker the queue starts late finds the response and runs nothing.
+    command = folder.command(lock_fd=None, env=task_environment(os.environ))
+    subprocess.run(command.argv, env=command.env, check=True, timeout=60)
+    assert folder.fetch().error.kind == "worker_lost"  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ from hqs_sdk.control import (
     CANCEL,
     PID,
     PROGRESS,
+    REQUEST,
     RESPONSE,
     RESULT,
     STATE,
@@ -52,6 +53,22 @@ def test_without_worker_the_result_then_the_cancel_marker_then_submission_decide
     assert state(**{SUBMITTED: None, PID: b"12 34"}) is ExecutionState.FAILED
     gone = FolderStatus.from_files(GONE, False)
     assert gone.state is ExecutionState.FAILED and "gone" in gone.message
+    assert state(**{SUBMITTED: None, REQUEST: None}) is ExecutionState.FAILED  # no request
+
+
+def test_the_backends_queue_decides_when_no_worker_holds_the_folder() -> None:
+    def status(queued_elsewhere: bool | None, **changes: bytes | None) -> FolderStatus:
+        return FolderStatus.from_files({**GONE, **changes}, False,
+                                       queued_elsewhere=queued_elsewhere)
+
+    assert status(True) == (ExecutionState.QUEUED, None, "waiting in the backend's queue")
+    assert status(True, **{SUBMITTED: None}).state is ExecutionState.QUEUED
+    assert status(False, **{SUBMITTED: None}).state is ExecutionState.FAILED  # not submitting
+    # What the folder shows as final still wins over the queue's word.
+    assert status(True, **{CANCEL: b""}).state is ExecutionState.CANCELLED
+    assert status(True, **{RESULT: b'{"ok": true}'}).state is ExecutionState.SUCCEEDED
+    assert status(False, **{RESPONSE: b'{"state": "succeeded"}'}).state is \
+        ExecutionState.SUCCEEDED
 
 
 def test_the_vanished_response_prefers_the_result_then_the_backends_account() -> None:
