@@ -44,6 +44,19 @@ _WIRE_COLUMNS = (executions.c.id, executions.c.task_name, executions.c.task_vers
                  executions.c.state, _as_stored(executions.c.created_at),
                  _as_stored(executions.c.started_at), _as_stored(executions.c.finished_at),
                  executions.c.progress, executions.c.message)
+
+
+def _iso_text(column: sa.Column[Any]) -> Any:
+    """A PostgreSQL timestamp as the wire's ISO 8601 text in UTC, written by the database:
+    psycopg's datetimes printed back by Python took 1 ms of a 1,000-id states round."""
+    iso: Any = sa.literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'""")
+    return sa.func.to_char(sa.func.timezone("UTC", column), iso).label(column.name)
+
+
+_PG_WIRE_COLUMNS = (executions.c.id, executions.c.task_name, executions.c.task_version,
+                    executions.c.state, _iso_text(executions.c.created_at),
+                    _iso_text(executions.c.started_at), _iso_text(executions.c.finished_at),
+                    executions.c.progress, executions.c.message)
 _WIRE_NAMES = ("id", "task_name", "task_version", "state", "created_at", "started_at",
                "finished_at", "progress", "message")
 
@@ -64,7 +77,7 @@ def _wire_rows_query(dialect: str) -> tuple[Any, bool]:
     owner = executions.c.user_id == sa.bindparam("user_id")
     if dialect == "postgresql":
         listed = sa.text("SELECT json_array_elements_text(CAST(:ids AS json))")
-        return sa.select(*_WIRE_COLUMNS).where(owner, executions.c.id.in_(listed)), True
+        return sa.select(*_PG_WIRE_COLUMNS).where(owner, executions.c.id.in_(listed)), True
     if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38):  # json_each built in
         columns = ", ".join(f"e.{name}" for name in _WIRE_NAMES)
         return sa.text(f"SELECT {columns} FROM json_each(:ids) AS j CROSS JOIN executions AS e "
@@ -118,6 +131,8 @@ def _wire_time(value: str | datetime | None) -> str | None:
     if isinstance(value, str):
         if len(value) == 26 and value[10] == " ":  # how SQLAlchemy stores UTC in SQLite
             return f"{value[:10]}T{value[11:]}+00:00"
+        if len(value) == 32 and value.endswith("+00:00"):  # as _iso_text writes it
+            return value
         value = datetime.fromisoformat(value)
     return (_utc(value) or value).isoformat()
 
