@@ -119,12 +119,17 @@ A backend that runs workers on this machine::
 
     folder = ControlFolder(os.path.join(work_dir, request.execution_id))   # the handle
     folder.prepare(request)
-    folder.start(folder.command(env=task_environment(os.environ)))
+    folder.start(folder.command(env=task_environment(os.environ)))   # reaped for you
     folder.mark_submitted()
     ...
     BackendStatus(*folder.status())          # states(): queued, running, or finished
     folder.fetch()                           # the TaskExecutionResponse, once finished
     folder.cancel()
+
+The worker that :meth:`ControlFolder.start` starts (with the default spawner,
+:func:`spawn_detached`) is a child of the backend's process; a thread of this module collects
+its exit status when it ends, so the backend keeps no pids and no finished worker stays a
+zombie. A spawner of a backend's own reaps what it starts.
 
 A backend with a queue of its own (a pool in the client, a Dask cluster) marks the folder
 submitted when its queue takes the execution, starts the worker when the queue gets to it
@@ -157,6 +162,7 @@ before every task, and its start-up time is part of every task.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import json
@@ -466,13 +472,15 @@ def spawn_detached(command: WorkerCommand, lock_fd: int, err_fd: int) -> int:
     """Start ``command`` as a detached process (a session of its own); return its pid.
 
     ``lock_fd`` (the locked ``lock`` file) becomes its fd 3, ``err_fd`` its stdout and stderr,
-    ``/dev/null`` its stdin; nothing else is inherited. The caller reaps the process
-    (``os.waitpid(pid, os.WNOHANG)``) or ignores ``SIGCHLD``. Raises ``OSError`` when the
-    program cannot be started.
+    ``/dev/null`` its stdin; nothing else is inherited. The process is a child of this one,
+    and a thread of this module collects its exit status when it ends (``os.waitpid`` on its
+    pid alone, every 0.1 s while such a child lives), so no finished worker stays a zombie and
+    the caller need not wait for it (a caller that does may find it collected already:
+    ``ChildProcessError``). Raises ``OSError`` when the program cannot be started.
     """
     # posix_spawn, not Popen: a Popen object would warn when collected while its detached
     # worker still runs, and vfork-based spawning is faster.
-    return os.posix_spawn(
+    pid = os.posix_spawn(
         command.argv[0], list(command.argv), command.env,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -482,6 +490,77 @@ def spawn_detached(command: WorkerCommand, lock_fd: int, err_fd: int) -> int:
         ],
         setsid=True,
     )
+    _Reaper.instance().watch(pid)
+    return pid
+
+
+_REAPER_CREATION = _thread.allocate_lock()  # not threading: the worker never needs it
+
+
+class _Reaper:
+    """Collects the exit status of the workers :func:`spawn_detached` started in this process.
+
+    One daemon thread, alive while such a worker is (it ends when none is left): a detached
+    worker outlives the client's interest in it, so waiting cannot be left to the backend.
+    Only the watched pids are waited for, never the process's other children.
+    """
+
+    interval = 0.1
+    _instance: _Reaper | None = None
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._pids: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def instance(cls) -> _Reaper:
+        with _REAPER_CREATION:
+            if cls._instance is None:
+                cls._instance = cls()
+                # A forked child has none of these children and no reaper thread: a new one.
+                os.register_at_fork(after_in_child=cls._forget)
+            return cls._instance
+
+    @classmethod
+    def _forget(cls) -> None:
+        global _REAPER_CREATION
+        _REAPER_CREATION = _thread.allocate_lock()  # perhaps held by a thread that did not fork
+        cls._instance = cls()
+
+    def watch(self, pid: int) -> None:
+        import threading
+
+        with self._lock:
+            self._pids.add(pid)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hqs-sdk-reaper",
+                                                daemon=True)
+                self._thread.start()
+
+    def reap(self) -> None:
+        """Wait for each watched worker that has ended."""
+        with self._lock:
+            pids = list(self._pids)
+        for pid in pids:
+            try:
+                ended = os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                ended = True  # waited for by its starter (or SIGCHLD is ignored)
+            if ended:
+                with self._lock:
+                    self._pids.discard(pid)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.reap()
+            with self._lock:
+                if not self._pids:
+                    self._thread = None
+                    return
 
 
 class FolderStatus(NamedTuple):
@@ -634,8 +713,10 @@ class ControlFolder:
         Returns None, starting nothing, when a worker holds the lock already or the execution
         has its response. ``spawn`` (default :func:`spawn_detached`) gets the command, the
         locked ``lock`` descriptor and ``worker.err`` opened for appending; both are closed
-        here afterwards (the worker keeps its copies). Raises ``OSError`` from the files or
-        from ``spawn``.
+        here afterwards (the worker keeps its copies). The default spawner's worker is this
+        process's child, and this module reaps it when it ends: the caller need not (and no
+        finished worker stays a zombie); a spawner of the caller's own reaps its children
+        itself. Raises ``OSError`` from the files or from ``spawn``.
         """
         lock_fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

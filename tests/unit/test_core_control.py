@@ -305,3 +305,39 @@ def test_an_execution_the_backends_queue_dropped_is_failed_not_queued(tmp_path: 
     command = folder.command(lock_fd=None, env=task_environment(os.environ))
     subprocess.run(command.argv, env=command.env, check=True, timeout=60)
     assert folder.fetch().error.kind == "worker_lost"  # type: ignore[union-attr]
+
+
+# -- reaping -------------------------------------------------------------------------------------
+
+
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of ``pid`` (``Z`` for a zombie), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_a_finished_worker_does_not_stay_a_zombie_of_its_starter(tmp_path: Path) -> None:
+    """The example in the module docstring reaps nothing itself: start() sees to it."""
+    pids = []
+    for _ in range(3):
+        request = make_request(tasks.add, a=1, b=2)
+        folder = ControlFolder(tmp_path / request.execution_id)
+        folder.prepare(request)
+        pid = folder.start(folder.command(env=task_environment(os.environ)))
+        assert pid is not None
+        folder.mark_submitted()
+        pids.append(pid)
+        wait_state(folder, ExecutionState.SUCCEEDED)
+    deadline = time.monotonic() + 10
+    while any(process_state(pid) is not None for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [process_state(pid) for pid in pids] == [None] * 3  # not "Z": collected
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    deadline = time.monotonic() + 5  # the reaper's thread ends with its last child
+    while any(t.name == "hqs-sdk-reaper" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the reaper thread outlived the workers"
+        time.sleep(0.05)
