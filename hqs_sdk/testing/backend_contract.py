@@ -17,6 +17,9 @@ silently; a subclass says what its backend can do with these class attributes:
 - :attr:`~BackendContract.queue_capacity` with the ``queueing_config`` fixture: how to make an
   execution wait in state ``queued`` (to cancel it there);
 - :attr:`~BackendContract.unprovisionable`: a request the backend can never provision.
+
+and with one method: :meth:`~BackendContract.lose`, how an execution of the backend can be
+lost by accident (its folder deleted), for the test that a lost execution fails clearly.
 """
 
 from __future__ import annotations
@@ -219,6 +222,20 @@ class BackendContract:
         finally:
             instance.close()
 
+    def lose(self, backend: Backend, handle: Handle, request: TaskExecutionRequest) -> None:
+        """Make ``backend`` lose the finished execution ``handle`` (of ``request``), as an
+        accident would: a user deleting its folder, a clean-up, a changed work folder.
+
+        The default skips the test that needs it. A backend on :mod:`hqs_sdk.control` whose
+        output location is the execution's control folder deletes that::
+
+            def lose(self, backend, handle, request):
+                for folder in backend.output_locations(request.execution_id, handle):
+                    shutil.rmtree(folder)
+        """
+        pytest.skip(f"{type(self).__name__} does not say how an execution of its backend can be "
+                    "lost (override BackendContract.lose)")
+
     @staticmethod
     def new_backend(config: BackendConfiguration) -> Backend:
         """A new instance of the backend registered for ``config``."""
@@ -382,6 +399,28 @@ class BackendContract:
             assert wait_finished(backend, theirs, self.finish_timeout).output == "slept"
             starts = (tmp_path / f"{n}.txt").read_text().splitlines()
             assert len(starts) == 1, f"one execution id ran {len(starts)} times (round {n})"
+
+    def test_a_lost_execution_fails_clearly_instead_of_waiting_for_ever(
+            self, backend: Backend) -> None:
+        """Its folder deleted: a re-attaching client gets a failure that says so, not QUEUED."""
+        from hqs_sdk.testing import tasks
+
+        request = make_request(tasks.add, a=1, b=2)
+        handle = backend.submit(request)
+        wait_state(backend, handle, ExecutionState.SUCCEEDED, self.finish_timeout)
+        self.lose(backend, handle, request)
+        status = backend.states([handle])[0]
+        assert status.state is ExecutionState.FAILED, \
+            f"a lost execution must read failed (a client would wait for ever), not {status}"
+        assert status.message, "the state of a lost execution must say what happened"
+        try:
+            response = backend.fetch(handle)
+        except BackendError:
+            pass  # an error that says so is fine; an OSError or a KeyError is not
+        else:
+            assert response.state is ExecutionState.FAILED and response.error is not None
+        with contextlib.suppress(BackendError):
+            backend.cancel(handle)
 
     # -- cancel -------------------------------------------------------------------------------
 

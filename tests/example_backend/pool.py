@@ -9,10 +9,8 @@ again re-attaches to its executions, and two scripts share one pool.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import threading
 from collections.abc import Iterator, Sequence
 
 import attrs
@@ -43,23 +41,12 @@ class PoolBackend(Backend):
 
     config: BackendConfigurationPool
 
-    def __init__(self, config: BackendConfigurationPool) -> None:
-        super().__init__(config)
-        # Only to reap the workers started here; the executions' state is in their folders.
-        self._children: set[int] = set()
-        self._lock = threading.Lock()
-
-    def _folder(self, handle: Handle, known: bool = True) -> ControlFolder:
-        """The control folder of ``handle``; with ``known``, one that holds a request."""
+    def _folder(self, handle: Handle) -> ControlFolder:
+        """The control folder of ``handle``, an execution id (a plain name, never a path)."""
         if not isinstance(handle, str) or not handle or os.path.basename(handle) != handle:
             raise BackendError(f"{handle!r} is not a handle of the pool backend (an execution "
                                "id); was the cache entry written by another backend?")
-        folder = ControlFolder(os.path.join(self.config.work_dir, handle))
-        # ControlFolder reads a missing folder as "queued" and fails on it with OSError
-        if known and folder.read_request() is None:
-            raise BackendError(f"no execution {handle} in {self.config.work_dir}: it was "
-                               "deleted, or the configuration's work_dir changed")
-        return folder
+        return ControlFolder(os.path.join(self.config.work_dir, handle))
 
     def check(self, request: TaskExecutionRequest) -> None:
         wanted = request.provisioning
@@ -74,34 +61,21 @@ class PoolBackend(Backend):
 
     def submit(self, request: TaskExecutionRequest) -> Handle:
         self.check(request)
-        folder = self._folder(request.execution_id, known=False)
+        folder = self._folder(request.execution_id)
         try:
             folder.prepare(request)  # the first client to write request.json wins
             # start() starts nothing if a worker holds the lock or the response exists, so
             # a second submit, here or in another process, finds the same execution.
             slots = os.path.join(self.config.work_dir, "slots")
-            pid = folder.start(folder.command(env=task_environment(os.environ), slots=slots,
-                                              slot_count=self.config.max_workers))
+            folder.start(folder.command(env=task_environment(os.environ), slots=slots,
+                                        slot_count=self.config.max_workers))
             folder.mark_submitted()
         except OSError as exc:
             raise BackendError(f"cannot start task {request.task_name!r} in {folder.path}: "
                                f"{exc}; check that {self.config.work_dir} is writable") from exc
-        if pid is not None:
-            with self._lock:
-                self._children.add(pid)
         return request.execution_id
 
-    def _reap(self) -> None:
-        """Collect the exit status of the workers this process started (no zombies)."""
-        with self._lock:
-            for pid in list(self._children):
-                with contextlib.suppress(ChildProcessError):
-                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                        continue  # still running
-                self._children.discard(pid)
-
     def states(self, handles: Sequence[Handle]) -> list[BackendStatus]:
-        self._reap()
         return [BackendStatus(*self._folder(handle).status()) for handle in handles]
 
     def fetch(self, handle: Handle) -> TaskExecutionResponse:
@@ -110,12 +84,9 @@ class PoolBackend(Backend):
     def cancel(self, handle: Handle) -> None:
         self._folder(handle).cancel()
 
-    def close(self) -> None:
-        self._reap()  # the workers still running go on: a new instance re-attaches to them
-
     def output_locations(self, execution_id: str, handle: Handle | None = None
                          ) -> Sequence[str]:
-        return (self._folder(execution_id, known=False).path,)
+        return (self._folder(execution_id).path,)
 
 
 @hookimpl

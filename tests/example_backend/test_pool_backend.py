@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hqs_sdk.backend import Backend, Handle
+from hqs_sdk.models import TaskExecutionRequest
 from hqs_sdk.plugins import get_plugin_manager, use_plugin_manager
 from hqs_sdk.testing import BackendContract
 from tests.example_backend import pool
@@ -32,3 +35,8 @@ class TestPoolBackendContract(BackendContract):
     @pytest.fixture
     def queueing_config(self, tmp_path: Path) -> BackendConfigurationPool:
         return BackendConfigurationPool(work_dir=str(tmp_path / "queueing"), max_workers=1)
+
+    def lose(self, backend: Backend, handle: Handle, request: TaskExecutionRequest) -> None:
+        """Its control folder deleted, as a user cleaning up would."""
+        for folder in backend.output_locations(request.execution_id, handle):
+            shutil.rmtree(folder)
