@@ -839,10 +839,18 @@ class ControlFolder:
 
         From ``result.json`` if the task finished (the worker died after it), ``cancelled``
         with a ``cancel`` marker, otherwise a ``worker_lost`` failure that says where the
-        folder is (see :func:`vanished_response`).
+        folder is and whether a worker ever recorded its start (see
+        :func:`vanished_response`).
         """
-        return vanished_response(self.execution_id, self.contents(RESULT, CANCEL),
-                                 log_tail(self.path), self.path)
+        files = self.contents(RESULT, CANCEL, PID)
+        ending = None
+        if files[PID] is None and files[CANCEL] is None:
+            ending = _error(self.execution_id, "failed", "worker_lost", "WorkerLost",
+                            "no worker recorded its start (no pid file): none was started, "
+                            "or it died at once; its submission did not complete; its files "
+                            f"are in {self.path}; run it again", "")
+        return vanished_response(self.execution_id, files, log_tail(self.path), self.path,
+                                 ending)
 
     def fetch(self) -> TaskExecutionResponse:
         """The response of a finished execution (writing the vanished one if there is none).

@@ -300,7 +300,9 @@ def test_an_execution_the_backends_queue_dropped_is_failed_not_queued(tmp_path: 
     assert folder.status().state is ExecutionState.QUEUED  # markers alone: being submitted
     lost = folder.status(queued_elsewhere=False)  # the queue is gone (its client exited)
     assert lost.state is ExecutionState.FAILED
-    assert folder.fetch().error.kind == "worker_lost"  # type: ignore[union-attr]
+    error = folder.fetch().error
+    assert error is not None and error.kind == "worker_lost"
+    assert "no worker recorded its start" in error.message and folder.path in error.message
     # A worker the queue starts late finds the response and runs nothing.
     command = folder.command(lock_fd=None, env=task_environment(os.environ))
     subprocess.run(command.argv, env=command.env, check=True, timeout=60)
