@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,14 @@ import pytest
 from hqs_sdk_local import BackendConfigurationLocal, LocalBackend
 
 from hqs_sdk import CacheMode, run_many, scoped_config
+from hqs_sdk.backend import Backend, Handle
 from hqs_sdk.errors import (
     BackendRejectedError,
     TaskCancelledError,
     TaskFailedError,
     TaskTimedOutError,
 )
-from hqs_sdk.models import ExecutionState, Provisioning
+from hqs_sdk.models import ExecutionState, Provisioning, TaskExecutionRequest
 from hqs_sdk.testing import BackendContract, tasks, wait_finished
 from hqs_sdk.testing.backend_contract import make_request
 
@@ -34,6 +36,11 @@ class TestLocalBackendContract(BackendContract):
     @pytest.fixture
     def queueing_config(self, tmp_path: Path) -> BackendConfigurationLocal:
         return BackendConfigurationLocal(work_dir=str(tmp_path / "queueing"), vcpu_slots=1)
+
+    def lose(self, backend: Backend, handle: Handle, request: TaskExecutionRequest) -> None:
+        """Its execution folder deleted, as a user cleaning up by hand would."""
+        for folder in backend.output_locations(request.execution_id, handle):
+            shutil.rmtree(folder)
 
 
 @pytest.fixture
