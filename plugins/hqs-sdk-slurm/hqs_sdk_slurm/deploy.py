@@ -32,6 +32,7 @@ from pathlib import Path
 
 from hqs_sdk.errors import BackendRejectedError, ConfigurationError
 from hqs_sdk_slurm.connection import SSHSession
+from hqs_sdk_slurm.script import WORKER
 from hqs_sdk_slurm.wheels import (
     closure,
     distribution_of_module,
@@ -149,7 +150,7 @@ class Deployer:
             "--disable-pip-version-check --no-warn-script-location "
             f'{" ".join(q(w) for w in wheels)} >>"$log" 2>&1 || '
             '{ tail -n 30 "$log" >&2; exit 74; }',
-            '{ [ -x "$env/bin/hqs-task-execute" ] && "$env/bin/python" -c "import hqs_sdk.worker";'
+            f'{{ [ -x "$env/bin/"{q(WORKER[0])} ] && "$env/bin/python" -c "import hqs_sdk.worker";'
             ' } >>"$log" 2>&1 || { tail -n 20 "$log" >&2; exit 75; }',
             'echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $(hostname) ${env##*/}" >> "$envs/builds.log"',
             f'touch "$env/{READY}"',
