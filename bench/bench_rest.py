@@ -8,7 +8,9 @@ On SQLite; the submissions and the states round also on PostgreSQL where the mac
   alternating blocks; and the p99 latency;
 - 1,000 pending executions watched through ``hqs_sdk.submit`` and the REST backend: HTTP
   requests per polling round, and the duration of one states round against the bare endpoint
-  answering 1,000 ids, asked right after each round from the same thread;
+  answering 1,000 ids, asked right after each round from the same thread; and, asked then
+  too, the service's reply to the same request read as plain JSON (the round without the
+  client's own work on it);
 - a file uploaded (``Client.upload``) and downloaded (``FileRef(url).download``): throughput
   against a raw socket copy of the same file over 127.0.0.1 (file to socket to file, 1 MiB
   buffers, two processes), the target's floor; and against the bare Starlette endpoints of
@@ -128,6 +130,13 @@ POLL = textwrap.dedent("""
                      headers={"Content-Type": "application/json"}).json()
         return time.perf_counter() - started
 
+    def ask_service(handles):  # the service's reply alone: the round's request, plain JSON
+        data = json.dumps({"ids": [h["id"] for h in handles]})
+        started = time.perf_counter()
+        session.post(url + "/v1/executions/states", data=data, timeout=30,
+                     headers={"Content-Type": "application/json"}).json()
+        return time.perf_counter() - started
+
     for _ in range(2):  # its connection and first requests
         ask_floor()
     del seen[:]
@@ -140,7 +149,7 @@ POLL = textwrap.dedent("""
     submit_requests = sum(1 for s in seen if s == "POST /v1/executions")
     assert hub.pending() == count, hub.pending()
 
-    marks, durations, sizes = [], [], []
+    marks, durations, sizes, replies = [], [], [], []
     done = threading.Event()
     original = backend.states
 
@@ -154,20 +163,22 @@ POLL = textwrap.dedent("""
             marks.append((first, len(seen)))
             if len(floor) < rounds:
                 floor.append(ask_floor())
+                replies.append(ask_service(handles))
             if len(marks) >= rounds:
                 done.set()
 
     backend.states = counting
     if not done.wait(300):
         raise SystemExit(f"only {len(marks)} polling rounds in 300 s")
-    counted = [path for path in seen[marks[0][0]:marks[rounds - 1][1]]
-               if path != "POST /states"]  # the floor's, asked between the rounds
+    # Only what each round sent: the floor and the plain reply are asked between the rounds.
+    counted = [path for first, last in marks[:rounds] for path in seen[first:last]]
     status = open("/proc/self/status").read()
     peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
     print(json.dumps({
         "rounds": rounds, "requests": len(counted), "paths": sorted(set(counted)),
         "sizes": sorted(set(sizes[:rounds])), "round_s": statistics.median(durations[:rounds]),
-        "floor_s": statistics.median(floor), "submit_s": submit_s,
+        "floor_s": statistics.median(floor), "reply_s": statistics.median(replies),
+        "submit_s": submit_s,
         "submit_requests": submit_requests, "peak_mb": peak}))
     sys.stdout.flush()
     os._exit(0)  # the poller thread would go on watching
@@ -532,7 +543,9 @@ def _request_rows(database: str, submitted: dict[str, Any], polled: dict[str, An
                f"{polled['rounds']} rounds of {polled['sizes']} ids: {polled['paths']}"),
         result(f"rest{database}: states round for {pending:,} ids", polled["round_s"] * 1000,
                "ms", polled["floor_s"] * 1000, 2.0,
-               f"floor = bare endpoint answering {pending:,} ids; {pending:,} submitted via "
+               f"floor = bare endpoint answering {pending:,} ids; the service's reply alone "
+               f"(read as plain JSON) {polled['reply_s'] * 1000:.1f} ms, "
+               f"{polled['reply_s'] / polled['floor_s']:.2f}x; {pending:,} submitted via "
                f"hqs_sdk.submit in {polled['submit_s']:.1f} s, "
                f"{polled['submit_requests']} requests; client peak {polled['peak_mb']:.0f} MB"),
     ]
