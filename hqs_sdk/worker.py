@@ -266,41 +266,8 @@ def _run_child(task: Any, request: dict[str, Any], control: str, cpus: list[int]
     """Runs in the forked child; never returns."""
     code = 0
     try:
-        os.setpgid(0, 0)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        signal.set_wakeup_fd(-1)
-        log_fd = os.open(os.path.join(control, "log.txt"),
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
-        files = os.path.join(control, "files")
-        os.makedirs(files, exist_ok=True)
-        os.chdir(files)
-        for name in NEVER_PASSED:
-            os.environ.pop(name, None)
-        os.environ[CONTROL_DIR_ENV] = control
-        vcpu = (request.get("provisioning") or {}).get("vcpu")
-        if vcpu:
-            threads = str(max(1, math.ceil(vcpu)))
-            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ.setdefault(var, threads)
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        try:
-            output = task.execute(request["input"])
-            result: dict[str, Any] = {"ok": True, "output": output}
-            text = json.dumps(result, allow_nan=False)
-        except BaseException as exc:  # the task's own failure, reported, never re-raised
-            import traceback
-
-            kind = "out_of_memory" if isinstance(exc, MemoryError) else "task_error"
-            result = {"ok": False, "error": {
-                "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-                "message": str(exc), "traceback": traceback.format_exc(), "kind": kind}}
-            text = json.dumps(result)
-        _write_text(os.path.join(control, "result.json"), text)
+        _enter_task_process(request, control, cpus)
+        _write_text(os.path.join(control, "result.json"), _task_result(task, request["input"]))
     except BaseException:
         code = 70
     finally:
@@ -309,6 +276,47 @@ def _run_child(task: Any, request: dict[str, Any], control: str, cpus: list[int]
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _enter_task_process(request: dict[str, Any], control: str, cpus: list[int] | None) -> None:
+    """Make the forked child the task's process: its own group, default SIGTERM, output to
+    ``log.txt``, ``files/`` as working directory, the task's environment and CPUs."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    signal.set_wakeup_fd(-1)
+    log_fd = os.open(os.path.join(control, "log.txt"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    files = os.path.join(control, "files")
+    os.makedirs(files, exist_ok=True)
+    os.chdir(files)
+    for name in NEVER_PASSED:
+        os.environ.pop(name, None)
+    os.environ[CONTROL_DIR_ENV] = control
+    vcpu = (request.get("provisioning") or {}).get("vcpu")
+    if vcpu:
+        threads = str(max(1, math.ceil(vcpu)))
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, threads)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def _task_result(task: Any, task_input: Any) -> str:
+    """Run the task; the text of ``result.json``: its output, or its failure reported."""
+    try:
+        output = task.execute(task_input)
+        return json.dumps({"ok": True, "output": output}, allow_nan=False)
+    except BaseException as exc:  # the task's own failure, reported, never re-raised
+        import traceback
+
+        kind = "out_of_memory" if isinstance(exc, MemoryError) else "task_error"
+        return json.dumps({"ok": False, "error": {
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "message": str(exc), "traceback": traceback.format_exc(), "kind": kind}})
 
 
 # -- supervision --------------------------------------------------------------------------
