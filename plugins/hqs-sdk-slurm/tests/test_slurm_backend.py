@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ class TestSlurmBackendContract(BackendContract):
     @pytest.fixture
     def queueing_config(self, slurm_config: Any) -> Any:
         return attrs.evolve(slurm_config, sbatch_extra=["--hold"])
+
+    def lose(self, backend: Any, handle: Any, request: Any) -> None:
+        # The test cluster's slurm_tmp_io is on this machine: delete the control folder.
+        for folder in backend.output_locations(request.execution_id, handle):
+            shutil.rmtree(folder)
 
 
 def test_concurrent_submissions_of_one_execution_run_it_once(slurm_config: Any,

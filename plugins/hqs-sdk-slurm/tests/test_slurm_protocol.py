@@ -15,7 +15,7 @@ from hqs_sdk_slurm.script import batch_script
 
 from hqs_sdk.control import SIGTERM_ENV
 from hqs_sdk.models import ExecutionState
-from hqs_sdk.testing import tasks, wait_finished
+from hqs_sdk.testing import BackendContract, tasks, wait_finished
 from hqs_sdk.testing.backend_contract import make_request
 
 
@@ -38,6 +38,21 @@ def test_output_locations_are_the_control_folder_as_cluster_and_client_see_it() 
             "/io/e2", "/mnt/io/e2"]
         remote_only = SlurmBackend(attrs.evolve(config, slurm_tmp_io_local=None))
         assert remote_only.output_locations("e1") == ["/io/e1"]
+    finally:
+        backend.close()
+
+
+class _Contract(BackendContract):
+    finish_timeout = 90.0
+
+
+def test_with_slurm_tmp_io_local_output_files_are_in_its_output_locations(slurm_config: Any
+                                                                         ) -> None:
+    """The contract's test, for the mode that returns paths (without, outputs are URLs)."""
+    config = attrs.evolve(slurm_config, slurm_tmp_io_local=slurm_config.slurm_tmp_io)
+    backend = SlurmBackend(config)
+    try:
+        _Contract().test_output_files_are_in_its_output_locations(backend)
     finally:
         backend.close()
 
