@@ -80,9 +80,9 @@ class FileRef:
                     f"cannot read file reference {local}: {exc.strerror}. The file may have been "
                     "removed; call the task that produced it again to recreate it."
                 ) from exc
-        from hqs_sdk import _remote_files
+        from hqs_sdk import remote_files
 
-        return _remote_files.open_url(self._location)
+        return remote_files.open_url(self._location)
 
     def iter_bytes(self, chunk_size: int = _CHUNK) -> Iterator[bytes]:
         """Yield the file's content in chunks, never holding it whole in memory."""

@@ -104,7 +104,7 @@ class _TestOnly:
         Refuses to run under the service: it would give every user of it a shell."""
         import subprocess
 
-        from hqs_sdk._remote_files import POLICY_ENV
+        from hqs_sdk.remote_files import POLICY_ENV
         from hqs_sdk.worker import SERVICE_ENV
 
         # The service marks the tasks it runs locally, and gives every task it runs (on Slurm

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from hqs_sdk._remote_files import POLICY_ENV, FetchPolicy, FetchRefused, open_url
 from hqs_sdk.errors import HqsSdkError
 from hqs_sdk.fileref import FileRef
+from hqs_sdk.remote_files import POLICY_ENV, FetchPolicy, FetchRefused, open_url
 from hqs_sdk.testing.web import Pages, serving_pages
 
 
@@ -134,7 +134,7 @@ def test_a_client_download_is_not_redirected_to_another_host(
 
 
 def test_a_client_follows_an_upgrade_to_https_on_the_same_host_only() -> None:
-    from hqs_sdk._remote_files import _same_place
+    from hqs_sdk.remote_files import _same_place
 
     start = ("http", "tasks.example.org", 80)
     assert _same_place(start, ("https", "tasks.example.org", 443))
@@ -142,3 +142,11 @@ def test_a_client_follows_an_upgrade_to_https_on_the_same_host_only() -> None:
     assert not _same_place(start, ("https", "other.example.org", 443))
     assert not _same_place(("https", "tasks.example.org", 443), ("http", "tasks.example.org", 80))
     assert not _same_place(start, ("http", "tasks.example.org", 8080))
+
+
+def test_the_former_private_module_name_still_imports() -> None:
+    """hqs-sdk-server 0.1 releases import the fetch policy from hqs_sdk._remote_files."""
+    from hqs_sdk import _remote_files, remote_files
+
+    assert _remote_files.FetchPolicy is remote_files.FetchPolicy
+    assert _remote_files.POLICY_ENV == remote_files.POLICY_ENV

@@ -30,9 +30,9 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Match, Route
 
 from hqs_sdk import wire
-from hqs_sdk._remote_files import POLICY_ENV, FetchPolicy
 from hqs_sdk.errors import BackendRejectedError
 from hqs_sdk.models import ExecutionState, TaskExecutionRequest
+from hqs_sdk.remote_files import POLICY_ENV, FetchPolicy
 from hqs_sdk.serialization import converter
 from hqs_sdk_server.auth import RecentTokens, User, authenticate
 from hqs_sdk_server.catalog import Catalog, UnknownTask

@@ -50,8 +50,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 
-from hqs_sdk._remote_files import FetchPolicy, FetchRefused
 from hqs_sdk.fileref import FILEREF_KEY, FileRef, map_filerefs
+from hqs_sdk.remote_files import FetchPolicy, FetchRefused
 from hqs_sdk.wire import FileInfo
 from hqs_sdk_server.db import files
 from hqs_sdk_server.problems import ApiError

@@ -13,7 +13,7 @@ import attrs
 from hqs_sdk.backend import Backend, BackendConfiguration
 
 if TYPE_CHECKING:
-    from hqs_sdk._remote_files import FetchPolicy
+    from hqs_sdk.remote_files import FetchPolicy
 
 __all__ = ["Settings", "SettingsError", "default_data_dir"]
 
@@ -95,7 +95,7 @@ class Settings:
         """What workers may fetch for users: the allowed prefixes and networks, and
         ``sftp://`` only to the login host of a Slurm backend, for files in its
         ``slurm_tmp_io`` (whose execution folders have unguessable names)."""
-        from hqs_sdk._remote_files import FetchPolicy, prefixes
+        from hqs_sdk.remote_files import FetchPolicy, prefixes
 
         login_host = getattr(config, "login_host", None)
         io = getattr(config, "slurm_tmp_io", None)
