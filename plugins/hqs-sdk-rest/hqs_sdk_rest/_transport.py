@@ -10,6 +10,7 @@ response. No error is told apart by its text.
 from __future__ import annotations
 
 import email.utils
+import os
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -100,11 +101,20 @@ class _Adapter(requests.adapters.HTTPAdapter):
 
 
 def session(url: str, token: str) -> requests.Session:
-    """The process's session for ``url`` and ``token`` (made on first use)."""
+    """The process's session for ``url`` and ``token`` (made on first use).
+
+    The proxy settings of the environment (``HTTP(S)_PROXY``, ``NO_PROXY``) for ``url`` are
+    read here, once, not by ``requests`` on every request (about 0.1 ms of a 0.8 ms
+    submission); the CA bundle of the environment is :func:`environment_verify`'s. A
+    ``~/.netrc`` entry for the service is not read: ``requests`` would have sent its user and
+    password in place of the token.
+    """
     with _sessions_lock:
         found = _sessions.get((url, token))
         if found is None:
             found = requests.Session()
+            found.trust_env = False
+            found.proxies.update(requests.utils.get_environ_proxies(url))
             found.headers["Authorization"] = f"Bearer {token}"
             found.headers["User-Agent"] = "hqs-sdk-rest"
             adapter = _Adapter(pool_connections=4, pool_maxsize=16)
@@ -112,6 +122,15 @@ def session(url: str, token: str) -> requests.Session:
             found.mount("https://", adapter)
             _sessions[(url, token)] = found
         return found
+
+
+def environment_verify(verify: bool | str) -> bool | str:
+    """``verify`` as ``requests`` would use it with the environment read: the CA bundle named
+    by ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` in place of True (sessions of
+    :func:`session` do not read the environment per request)."""
+    if verify is not True:
+        return verify
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
 def problem_of(reply: requests.Response) -> Problem | None:

@@ -30,30 +30,13 @@ import tenacity
 from hqs_sdk import wire
 from hqs_sdk.backend import BackendStatus
 from hqs_sdk.errors import BackendError, BackendRejectedError
-from hqs_sdk.models import ExecutionState, Progress, TaskExecutionRequest, TaskExecutionResponse
+from hqs_sdk.models import TaskExecutionRequest, TaskExecutionResponse
 from hqs_sdk.serialization import converter
-from hqs_sdk_rest import _transport, uploads
+from hqs_sdk_rest import _statuses, _transport, uploads
 from hqs_sdk_rest.config import BackendConfigurationREST, resolve
 from hqs_sdk_rest.errors import NotFinished, NotFound
 
 __all__ = ["Client", "NotFinished", "NotFound"]
-
-_STATES = {state.value: state for state in ExecutionState}
-
-
-def _status(record: dict[str, Any]) -> BackendStatus:
-    """A :class:`BackendStatus` from one execution of a states reply; checks what it reads."""
-    progress, message = record["progress"], record["message"]
-    if not isinstance(record["id"], str) or not isinstance(message, str):
-        raise TypeError(f"an execution's id and message are strings: {record!r:.200}")
-    if progress is not None:
-        fraction = progress["fraction"]
-        if not isinstance(progress["message"], str) or not (
-                fraction is None or type(fraction) in (int, float)):
-            raise TypeError(f"not an execution's progress: {progress!r:.200}")
-        progress = Progress(None if fraction is None else float(fraction), progress["message"])
-    return BackendStatus(_STATES[record["state"]], progress, message)
-
 
 class Client:
     """The service's API for one URL and token (defaults as for the REST backend)."""
@@ -67,6 +50,7 @@ class Client:
         self.config = config
         self.url, token = resolve(config)
         self.session = _transport.session(self.url, token)
+        self._verify = _transport.environment_verify(config.verify)
         # (path, size, mtime) -> the file as uploaded by this client
         self._uploaded: dict[tuple[str, int, int], wire.FileInfo] = {}
         self._uploaded_lock = threading.Lock()
@@ -84,7 +68,7 @@ class Client:
         route = wire.route(name)
         request: dict[str, Any] = {
             "method": route.method, "params": params, "timeout": self.config.timeout_s,
-            "verify": self.config.verify,
+            "verify": self._verify,
             "url": self.url + route.path.format(**{k: quote(v, safe="")
                                                    for k, v in (path or {}).items()})}
         if hasattr(body, "read"):  # a file, streamed (and rewound for every attempt)
@@ -137,15 +121,15 @@ class Client:
         others are left out): what a polling round needs.
 
         The same request as :meth:`states`, read without building the full records (their
-        timestamps are not parsed): for 1,000 ids that was a third of the client's time.
+        timestamps are not parsed; :mod:`hqs_sdk_rest._statuses`): for 1,000 ids that was a
+        third of the client's time.
         """
         found: dict[str, BackendStatus] = {}
         for start in range(0, len(ids), wire.MAX_BATCH):
             reply = self.call("states", wire.StatesBody(list(ids[start:start + wire.MAX_BATCH])))
             try:
-                for record in reply["executions"]:
-                    found[record["id"]] = _status(record)
-            except (KeyError, TypeError, ValueError) as exc:
+                found.update(_statuses.statuses(reply))
+            except Exception as exc:  # whatever the converter raises for what it cannot read
                 raise BackendError(
                     f"{self.url} answered POST /v1/executions/states with something that is "
                     f"not a states reply ({type(exc).__name__}: {exc}); is the URL that of an "
