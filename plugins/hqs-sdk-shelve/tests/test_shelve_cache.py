@@ -101,6 +101,29 @@ def test_a_torn_last_record_is_ignored_and_cut_off_by_the_next_writer(
     assert [r[1] for r in _records(log.read_bytes())] == ["kept", "next"]
 
 
+def test_a_whole_last_record_failing_its_checksum_is_torn_not_damage(
+        config: CacheConfigurationShelve, tmp_path: Path) -> None:
+    """A writer killed while its last record's bytes reach the disk leaves the record's full
+    length with wrong content: that record is ignored and cut off, and the log stays usable."""
+    cache = ShelveCache(config)
+    cache.put(make_entry("kept"))
+    cache.close()
+    log = tmp_path / "cache.dat"
+    whole = log.read_bytes()
+    from hqs_sdk_shelve.cache import _record
+
+    last = bytearray(_record("last", encode_entry(make_entry("last")).encode()))
+    last[-3] ^= 0xFF  # inside the value: the length is right, the checksum is not
+    log.write_bytes(whole + bytes(last))
+    reader = ShelveCache(config)
+    assert reader.get("kept") == make_entry("kept")
+    assert reader.get("last") is None
+    reader.put(make_entry("next"))
+    reader.close()
+    assert log.read_bytes().startswith(whole)
+    assert [r[1] for r in _records(log.read_bytes())] == ["kept", "next"]
+
+
 def test_a_damaged_record_is_reported_and_the_file_never_written_again(
         config: CacheConfigurationShelve, tmp_path: Path) -> None:
     cache = ShelveCache(config)
