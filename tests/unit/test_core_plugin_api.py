@@ -7,17 +7,12 @@ and the ``type`` env have it.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import hqs_sdk.plugin_api as api
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.mypy_check import mypy_flagged_lines, wrong_lines
 
 PLUGIN = """
 from collections.abc import Iterator, Sequence
@@ -102,16 +97,5 @@ def test_every_name_is_importable_and_is_the_one_defined_elsewhere() -> None:
 
 def test_mypy_refuses_hook_implementations_of_the_wrong_shape(tmp_path: Path) -> None:
     pytest.importorskip("mypy", reason="needs mypy")
-    plugin = tmp_path / "echo_plugin.py"
-    plugin.write_text(PLUGIN)
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--no-error-summary", "--show-error-codes",
-         "--cache-dir", str(tmp_path / "mypy-cache"), "--follow-imports", "silent",
-         str(plugin)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env={**os.environ, "MYPYPATH": str(ROOT)},
-    )
-    flagged = {int(m.group(1)) for m in re.finditer(
-        r"^(?:.*/)?echo_plugin\.py:(\d+): error", done.stdout, re.M)}
-    wrong = {n for n, line in enumerate(PLUGIN.splitlines(), 1) if "# WRONG" in line}
-    assert flagged == wrong, done.stdout
+    flagged, output = mypy_flagged_lines(PLUGIN, tmp_path, "echo_plugin.py")
+    assert flagged == wrong_lines(PLUGIN), output
