@@ -184,10 +184,6 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def _write_text(path: str, text: str) -> None:
-    _write_atomically(path, text)
-
-
 # -- task resolution -----------------------------------------------------------------------
 
 
@@ -267,7 +263,8 @@ def _run_child(task: Any, request: dict[str, Any], control: str, cpus: list[int]
     code = 0
     try:
         _enter_task_process(request, control, cpus)
-        _write_text(os.path.join(control, "result.json"), _task_result(task, request["input"]))
+        _write_atomically(os.path.join(control, _control.RESULT),
+                          _task_result(task, request["input"]))
     except BaseException:
         code = 70
     finally:
@@ -285,12 +282,12 @@ def _enter_task_process(request: dict[str, Any], control: str, cpus: list[int] |
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     signal.set_wakeup_fd(-1)
-    log_fd = os.open(os.path.join(control, "log.txt"),
+    log_fd = os.open(os.path.join(control, _control.LOG),
                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    files = os.path.join(control, "files")
+    files = os.path.join(control, _control.FILES)
     os.makedirs(files, exist_ok=True)
     os.chdir(files)
     for name in NEVER_PASSED:
@@ -426,7 +423,8 @@ def _signal_name(number: int) -> str:
 def _stopped_by_scheduler(control: str, cancelled: list[bool], status: int | None = None
                           ) -> bool:
     """A SIGTERM the user did not ask for, under a scheduler that reports its own reason."""
-    if os.environ.get(_SIGTERM_ENV) != "exit" or os.path.exists(os.path.join(control, "cancel")):
+    if (os.environ.get(_SIGTERM_ENV) != "exit"
+            or os.path.exists(os.path.join(control, _control.CANCEL))):
         return False
     return cancelled[0] or (status is not None and os.WIFSIGNALED(status)
                             and os.WTERMSIG(status) == signal.SIGTERM)
@@ -434,7 +432,7 @@ def _stopped_by_scheduler(control: str, cancelled: list[bool], status: int | Non
 
 def _take_lock(folder: ControlFolder) -> bool:
     """Lock the execution for this process (held until it exits); False if another has it."""
-    lock_fd = os.open(folder.file("lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    lock_fd = os.open(folder.file(_control.LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -445,14 +443,14 @@ def _take_lock(folder: ControlFolder) -> bool:
 
 def _finished_before(folder: ControlFolder) -> bool:
     """True if an earlier worker ran this execution (completing its response if needed)."""
-    if folder.exists("response.json"):
+    if folder.exists(_control.RESPONSE):
         return True
-    if not folder.exists("result.json"):
+    if not folder.exists(_control.RESULT):
         return False
     # A previous worker ran the task but died before writing the response: never run twice.
-    with open(folder.file("result.json")) as f:
+    with open(folder.file(_control.RESULT)) as f:
         result = json.load(f)
-    with open(folder.file("request.json")) as f:
+    with open(folder.file(_control.REQUEST)) as f:
         execution_id = json.load(f)["execution_id"]
     folder.write_response(_response_from_result(execution_id, result, folder.path, {}))
     return True
@@ -470,7 +468,7 @@ def _cancel_on_sigterm(cancelled: list[bool]) -> int:
 def _read_request(folder: ControlFolder) -> tuple[dict[str, Any], str]:
     """The request and its execution id; a failed outcome if they cannot be read."""
     try:
-        with open(folder.file("request.json")) as f:
+        with open(folder.file(_control.REQUEST)) as f:
             request: dict[str, Any] = json.load(f)
         return request, request["execution_id"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -535,15 +533,12 @@ def _read_result(folder: ControlFolder, cancelled: list[bool], status: int
 
     Without a result, raises the outcome that explains why: a cancel, a signal, an exit.
     """
-    try:
-        with open(folder.file("result.json")) as f:
-            result: dict[str, Any] = json.load(f)
+    result = folder.read_result()
+    if result is not None:
         return result
-    except (OSError, ValueError):
-        pass
     if _stopped_by_scheduler(folder.path, cancelled, status):
         return None
-    if cancelled[0] or folder.exists("cancel"):
+    if cancelled[0] or folder.exists(_control.CANCEL):
         # A scheduler may signal every process of the job at once (Slurm's scancel), so the
         # task can die before this process sees its own signal.
         raise _Outcome("cancelled", "cancelled", "Cancelled",
@@ -583,7 +578,7 @@ def execute(control: str, lock_fd: int | None = None, slots_dir: str | None = No
     metrics: dict[str, Any] = {}
     try:
         request, execution_id = _read_request(folder)
-        if folder.exists("cancel"):
+        if folder.exists(_control.CANCEL):
             cancelled[0] = True
             raise _Outcome("cancelled", "cancelled", "Cancelled", "cancelled before it started")
         task = _resolve(request)
