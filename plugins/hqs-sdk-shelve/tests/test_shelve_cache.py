@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shelve
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,47 +82,42 @@ def test_unreadable_file_is_a_clear_error_and_stays_untouched(tmp_path: Path) ->
     assert not (tmp_path / "cache.dat").exists()
 
 
-def test_a_torn_last_record_is_ignored_and_cut_off_by_the_next_writer(
-        config: CacheConfigurationShelve, tmp_path: Path) -> None:
+def _assert_a_bad_last_record_is_cut_off(config: CacheConfigurationShelve, log: Path, key: str,
+                                         spoil: Callable[[bytes], bytes]) -> None:
+    """After one kept entry, the record of ``key`` as ``spoil`` leaves it ends the log: a reader
+    ignores it, and the next writer cuts it off and appends after the kept one."""
+    from hqs_sdk_shelve.cache import _record
+
     cache = ShelveCache(config)
     cache.put(make_entry("kept"))
     cache.close()
-    log = tmp_path / "cache.dat"
     whole = log.read_bytes()
-    from hqs_sdk_shelve.cache import _record
-
-    torn = _record("torn", encode_entry(make_entry("torn")).encode())[:-7]
-    log.write_bytes(whole + torn)
+    log.write_bytes(whole + spoil(_record(key, encode_entry(make_entry(key)).encode())))
     reader = ShelveCache(config)
     assert reader.get("kept") == make_entry("kept")
-    assert reader.get("torn") is None
+    assert reader.get(key) is None
     reader.put(make_entry("next"))
     reader.close()
     assert log.read_bytes().startswith(whole)
     assert [r[1] for r in _records(log.read_bytes())] == ["kept", "next"]
+
+
+def test_a_torn_last_record_is_ignored_and_cut_off_by_the_next_writer(
+        config: CacheConfigurationShelve, tmp_path: Path) -> None:
+    _assert_a_bad_last_record_is_cut_off(config, tmp_path / "cache.dat", "torn",
+                                         lambda record: record[:-7])
 
 
 def test_a_whole_last_record_failing_its_checksum_is_torn_not_damage(
         config: CacheConfigurationShelve, tmp_path: Path) -> None:
     """A writer killed while its last record's bytes reach the disk leaves the record's full
     length with wrong content: that record is ignored and cut off, and the log stays usable."""
-    cache = ShelveCache(config)
-    cache.put(make_entry("kept"))
-    cache.close()
-    log = tmp_path / "cache.dat"
-    whole = log.read_bytes()
-    from hqs_sdk_shelve.cache import _record
+    def flip(record: bytes) -> bytes:
+        spoilt = bytearray(record)
+        spoilt[-3] ^= 0xFF  # inside the value: the length is right, the checksum is not
+        return bytes(spoilt)
 
-    last = bytearray(_record("last", encode_entry(make_entry("last")).encode()))
-    last[-3] ^= 0xFF  # inside the value: the length is right, the checksum is not
-    log.write_bytes(whole + bytes(last))
-    reader = ShelveCache(config)
-    assert reader.get("kept") == make_entry("kept")
-    assert reader.get("last") is None
-    reader.put(make_entry("next"))
-    reader.close()
-    assert log.read_bytes().startswith(whole)
-    assert [r[1] for r in _records(log.read_bytes())] == ["kept", "next"]
+    _assert_a_bad_last_record_is_cut_off(config, tmp_path / "cache.dat", "last", flip)
 
 
 def test_a_damaged_record_is_reported_and_the_file_never_written_again(
