@@ -412,8 +412,9 @@ class _Service:
         migrate(engine)
         files = FileStore(engine, settings.data_dir / "files", key, settings.url_lifetime_s)
         backend_config = _with_fetch_policy(backend_config, fetch_policy)
+        # The scheduler's own backend names the folders (called once it exists).
         scheduler = Scheduler(engine, backend_config, settings.max_running, files,
-                              lambda run_id: settings.execution_folders(backend_config, run_id),
+                              lambda run_id: list(scheduler.backend.output_locations(run_id)),
                               Leadership(engine, settings.data_dir))
         return cls(settings, engine, Store(engine), files, Catalog(settings.tasks_from),
                    scheduler, fetch_policy)

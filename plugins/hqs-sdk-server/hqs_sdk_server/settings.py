@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,22 +25,6 @@ def _masked(url: str | None) -> str | None:
     from hqs_sdk_server.db import masked
 
     return None if url is None else masked(url)
-
-
-_backends: dict[int, tuple[BackendConfiguration, Backend]] = {}
-_backends_lock = threading.Lock()
-
-
-def _backend(config: BackendConfiguration) -> Backend:
-    """One instance per configuration object, to ask where executions put their outputs."""
-    from hqs_sdk.plugins import registry
-
-    with _backends_lock:
-        found = _backends.get(id(config))
-        if found is None or found[0] is not config:
-            found = (config, registry().backend_spec_for(config).backend_class(config))
-            _backends[id(config)] = found
-        return found[1]
 
 
 def _delegates(backend_class: type[Backend]) -> bool:
@@ -177,6 +160,13 @@ class Settings:
     def execution_folders(self, config: BackendConfiguration, run_id: str) -> list[str]:
         """Where the execution ``run_id`` writes its files: what its output may refer to.
 
-        The backend says (:meth:`~hqs_sdk.backend.Backend.output_locations`).
+        The backend says (:meth:`~hqs_sdk.backend.Backend.output_locations`); a running
+        service asks its scheduler's backend instead of making one per call like this.
         """
-        return list(_backend(config).output_locations(run_id))
+        from hqs_sdk.plugins import registry
+
+        backend = registry().backend_spec_for(config).backend_class(config)
+        try:
+            return list(backend.output_locations(run_id))
+        finally:
+            backend.close()
