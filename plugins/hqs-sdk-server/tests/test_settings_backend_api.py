@@ -26,24 +26,30 @@ class BackendConfigurationDelegating(BackendConfiguration):
     url: str = "http://127.0.0.1:1"
 
 
+_UNUSED = "the settings tests only ask this backend where outputs go; they run nothing on it"
+
+
 class ElsewhereBackend(Backend):
-    """Keeps outputs in a layout no one else knows: ``<root>/outputs/<execution id>``."""
+    """Keeps outputs in a layout no one else knows: ``<root>/outputs/<execution id>``.
+
+    Only :meth:`output_locations` is used; the abstract methods raise if ever called.
+    """
 
     def output_locations(self, execution_id: str, handle: Handle | None = None
                          ) -> Sequence[str]:
         return [f"{self.config.root}/outputs/{execution_id}"]  # type: ignore[attr-defined]
 
     def submit(self, request: Any) -> Handle:
-        raise NotImplementedError
+        raise NotImplementedError(_UNUSED)
 
     def states(self, handles: Any) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError(_UNUSED)
 
     def fetch(self, handle: Handle) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError(_UNUSED)
 
     def cancel(self, handle: Handle) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(_UNUSED)
 
 
 class DelegatingBackend(ElsewhereBackend):
