@@ -326,22 +326,34 @@ print("CALLS", json.dumps(calls))
 '''
 
 
+def _run_user_script(tmp_path: Path, source: str, label: str, *args: str
+                     ) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run ``source`` as a user's script in a fresh interpreter with its own cache folder.
+
+    Returns the finished process and the JSON the script printed after ``label`` (None when
+    it printed no such line, e.g. because it failed).
+    """
+    script = tmp_path / "user_script.py"
+    script.write_text(source)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "HQS_SDK_FORK_SERVER_IDLE": "2"}
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, timeout=180)
+    prefix = f"{label} "
+    line = next((x for x in done.stdout.splitlines() if x.startswith(prefix)), None)
+    return done, None if line is None else json.loads(line[len(prefix):])
+
+
 @pytest.mark.integration
 def test_callbacks_receive_the_documented_arguments_from_real_runs(tmp_path: Path) -> None:
     pytest.importorskip("hqs_sdk_local", reason="needs the hqs-sdk-local plugin")
     pytest.importorskip("hqs_sdk_sqlite", reason="needs the hqs-sdk-sqlite plugin (default cache)")
-    script = tmp_path / "callbacks.py"
-    script.write_text(SCRIPT)
     spec = json.dumps({event: documented(event) for event in EVENT_NAMES})
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "HQS_SDK_FORK_SERVER_IDLE": "2"}
     calls: list[tuple[str, list[str]]] = []
     for phase in ("first", "second"):
-        done = subprocess.run([sys.executable, str(script), phase, str(tmp_path / "work"), spec],
-                              capture_output=True, text=True, cwd=tmp_path, env=env,
-                              stdin=subprocess.DEVNULL, timeout=180)
+        done, printed = _run_user_script(tmp_path, SCRIPT, "CALLS", phase, str(tmp_path / "work"),
+                                         spec)
         assert done.returncode == 0, f"{phase} run failed:\n{done.stdout}\n{done.stderr}"
-        line = next(x for x in done.stdout.splitlines() if x.startswith("CALLS "))
-        calls += json.loads(line[len("CALLS "):])
+        calls += printed
     fired = {event for event, _ in calls}
     assert fired == set(EVENT_NAMES), f"never fired: {set(EVENT_NAMES) - fired}"
     wrong = [(event, problems) for event, problems in calls if problems]
@@ -384,15 +396,9 @@ print("SEEN", json.dumps(seen))
 def test_a_cache_miss_passes_the_key_then_the_request_it_submits(tmp_path: Path) -> None:
     pytest.importorskip("hqs_sdk_local", reason="needs the hqs-sdk-local plugin")
     pytest.importorskip("hqs_sdk_sqlite", reason="needs the hqs-sdk-sqlite plugin (default cache)")
-    script = tmp_path / "miss.py"
-    script.write_text(MISS_SCRIPT)
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "HQS_SDK_FORK_SERVER_IDLE": "2"}
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "work")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env,
-                          stdin=subprocess.DEVNULL, timeout=120)
+    done, seen = _run_user_script(tmp_path, MISS_SCRIPT, "SEEN", str(tmp_path / "work"))
     assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if x.startswith("SEEN "))
-    key_only, miss, creating = json.loads(line[len("SEEN "):])
+    key_only, miss, creating = seen
     assert key_only[0] == "key only" and isinstance(key_only[1], str) and len(key_only[1]) > 16
     assert miss[:5] == ["miss", key_only[1], key_only[1], "add", {"a": 40, "b": 2}]
     assert creating == ["creating", miss[5]]  # the request announced is the one submitted
