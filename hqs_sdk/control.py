@@ -490,11 +490,8 @@ def spawn_detached(command: WorkerCommand, lock_fd: int, err_fd: int) -> int:
         ],
         setsid=True,
     )
-    _Reaper.instance().watch(pid)
+    _REAPER.watch(pid)
     return pid
-
-
-_REAPER_CREATION = _thread.allocate_lock()  # not threading: the worker never needs it
 
 
 class _Reaper:
@@ -506,61 +503,48 @@ class _Reaper:
     """
 
     interval = 0.1
-    _instance: _Reaper | None = None
 
     def __init__(self) -> None:
-        import threading
+        self.forget()
 
-        self._lock = threading.Lock()
+    def forget(self) -> None:
+        """Start afresh (in a forked child, which has none of these children nor the thread,
+        and perhaps a lock held by a thread that did not fork)."""
+        self._lock = _thread.allocate_lock()  # not threading: the worker never needs it
         self._pids: set[int] = set()
-        self._thread: threading.Thread | None = None
-
-    @classmethod
-    def instance(cls) -> _Reaper:
-        with _REAPER_CREATION:
-            if cls._instance is None:
-                cls._instance = cls()
-                # A forked child has none of these children and no reaper thread: a new one.
-                os.register_at_fork(after_in_child=cls._forget)
-            return cls._instance
-
-    @classmethod
-    def _forget(cls) -> None:
-        global _REAPER_CREATION
-        _REAPER_CREATION = _thread.allocate_lock()  # perhaps held by a thread that did not fork
-        cls._instance = cls()
+        self._running = False
 
     def watch(self, pid: int) -> None:
-        import threading
-
         with self._lock:
             self._pids.add(pid)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="hqs-sdk-reaper",
-                                                daemon=True)
-                self._thread.start()
+            if self._running:
+                return
+            self._running = True
+        import threading
 
-    def reap(self) -> None:
-        """Wait for each watched worker that has ended."""
-        with self._lock:
-            pids = list(self._pids)
-        for pid in pids:
-            try:
-                ended = os.waitpid(pid, os.WNOHANG)[0] != 0
-            except ChildProcessError:
-                ended = True  # waited for by its starter (or SIGCHLD is ignored)
-            if ended:
-                with self._lock:
-                    self._pids.discard(pid)
+        threading.Thread(target=self._run, name="hqs-sdk-reaper", daemon=True).start()
 
     def _run(self) -> None:
         while True:
             time.sleep(self.interval)
-            self.reap()
             with self._lock:
+                pids = list(self._pids)
+            ended = set()
+            for pid in pids:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                        ended.add(pid)
+                except ChildProcessError:
+                    ended.add(pid)  # waited for by its starter (or SIGCHLD is ignored)
+            with self._lock:
+                self._pids -= ended
                 if not self._pids:
-                    self._thread = None
+                    self._running = False
                     return
+
+
+_REAPER = _Reaper()
+os.register_at_fork(after_in_child=_REAPER.forget)
 
 
 class FolderStatus(NamedTuple):
