@@ -642,7 +642,7 @@ class ControlFolder:
 
     def exists(self, name: str) -> bool:
         """True if the protocol file ``name`` is in the folder."""
-        return os.path.exists(os.path.join(self.path, name))
+        return os.path.exists(self.file(name))
 
     def contents(self, *names: str) -> dict[str, bytes | None]:
         """The named files' contents, None for a file that does not exist."""
@@ -753,14 +753,6 @@ class ControlFolder:
     def progress(self) -> Progress | None:
         """The task's last progress report, or None."""
         return _progress(_contents(self.file(PROGRESS)))
-
-    def worker_state(self) -> str:
-        """What the worker wrote in ``state``: ``"queued"``, ``"running"`` or ``""``."""
-        try:
-            with open(self.file(STATE)) as f:
-                return f.read().strip()
-        except FileNotFoundError:
-            return ""
 
     def status(self, queued_elsewhere: bool | None = None) -> FolderStatus:
         """The execution's state: from its response, its live worker, or its remains.
