@@ -95,6 +95,17 @@ def test_every_name_is_importable_and_is_the_one_defined_elsewhere() -> None:
         api.Nope  # noqa: B018
 
 
+def test_names_are_imported_once_and_then_read_as_plain_attributes() -> None:
+    """``hqs_sdk`` and ``hqs_sdk.plugin_api`` keep what their lazy lookup found."""
+    import hqs_sdk
+
+    for module, name in ((hqs_sdk, "run"), (api, "BackendSpec")):
+        value = getattr(module, name)
+        assert vars(module)[name] is value
+    with pytest.raises(AttributeError, match=r"^module 'hqs_sdk' has no attribute 'Nope'$"):
+        hqs_sdk.Nope  # noqa: B018
+
+
 def test_mypy_refuses_hook_implementations_of_the_wrong_shape(tmp_path: Path) -> None:
     pytest.importorskip("mypy", reason="needs mypy")
     flagged, output = mypy_flagged_lines(PLUGIN, tmp_path, "echo_plugin.py")
