@@ -139,6 +139,9 @@ class LocalBackend(Backend):
 
             self._fork_server = socket_path(self.work_dir, self.env)
         self._lock = threading.Lock()
+        # execution id -> the pid its worker was started with (negative: the fork server's
+        # child), for wait() until the worker records its own; spawn_detached's reaper, or
+        # the fork server, collects the worker's exit status.
         self._children: dict[str, int] = {}
         self._pidfds: dict[str, int] = {}
         try:
@@ -238,22 +241,7 @@ class LocalBackend(Backend):
     # -- states --------------------------------------------------------------------------------
 
     def states(self, handles: Sequence[Handle]) -> list[BackendStatus]:
-        self._reap()
         return [BackendStatus(*self._folder(h).status()) for h in handles]
-
-    def _reap(self) -> None:
-        """Collect the exit status of workers this process spawned (no zombies)."""
-        with self._lock:
-            for key, pid in list(self._children.items()):
-                if pid < 0:  # forked by the fork server, which reaps it
-                    del self._children[key]
-                    continue
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    done = pid
-                if done:
-                    del self._children[key]
 
     # -- fetch ---------------------------------------------------------------------------------
 
@@ -276,7 +264,7 @@ class LocalBackend(Backend):
         if fd is not None or len(self._pidfds) >= _MAX_PIDFDS:
             return fd
         pid, start = ControlFolder(folder).recorded_pid()
-        if pid is None:
+        if pid is None:  # the worker has not recorded its pid yet: the one it started with
             child = self._children.get(os.path.basename(folder))
             pid, start = (abs(child), None) if child is not None else (None, None)
         if pid is None:
@@ -289,11 +277,13 @@ class LocalBackend(Backend):
             os.close(fd)
             return None
         self._pidfds[folder] = fd
+        self._children.pop(os.path.basename(folder), None)  # the pidfd holds the process now
         return fd
 
     def _close_pidfd(self, folder: str) -> None:
         with self._lock:
             fd = self._pidfds.pop(folder, None)
+            self._children.pop(os.path.basename(folder), None)
         if fd is not None:
             os.close(fd)
 
@@ -321,3 +311,4 @@ class LocalBackend(Backend):
             for fd in self._pidfds.values():
                 os.close(fd)
             self._pidfds.clear()
+            self._children.clear()

@@ -260,6 +260,25 @@ def test_without_the_fork_server_workers_are_spawned(hqs_config: Any, tmp_path: 
     assert not list((tmp_path / "work").glob("forkserver-*"))
 
 
+def test_a_spawned_worker_leaves_no_zombie_though_states_is_never_asked(
+        hqs_config: Any, tmp_path: Path) -> None:
+    """The backend does not wait for its workers: spawn_detached's reaper collects them."""
+    config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"), fork_server=False)
+    backend = LocalBackend(config)
+    handle = backend.submit(make_request(tasks.add, a=2))
+    pid = backend._children[os.path.basename(handle["dir"])]
+    assert pid > 0, "a worker spawned by this process, not the fork server's"
+    deadline = time.monotonic() + 30
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _pid_alive(pid), f"worker {pid} still runs after 30 s"
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline + 5:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} ended but stays a zombie"
+    assert backend.fetch(handle).output == 2
+    assert not backend._children, "the fetched execution's pid is forgotten"
+
+
 def test_an_unusable_fork_server_socket_falls_back_to_spawning(hqs_config: Any,
                                                                tmp_path: Path) -> None:
     config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"))
