@@ -157,8 +157,9 @@ def send(http: requests.Session, request: dict[str, Any], url: str, doing: str) 
     except TRANSPORT_TRANSIENT as exc:
         raise Transient(f"{type(exc).__name__}: {exc}") from exc
     except requests.RequestException as exc:
-        raise BackendError(f"could not send {doing} to {url}: {type(exc).__name__}: {exc}"
-                           ) from exc
+        raise BackendError(f"could not send {doing} to {url}: {type(exc).__name__}: {exc}; "
+                           "check the service's URL (BackendConfigurationREST(url=...) or "
+                           "HQS_SDK_URL) and the values passed to this call") from exc
     if not 200 <= reply.status_code < 300:
         raise status_error(reply, url, doing)
     try:
@@ -188,7 +189,13 @@ def status_error(reply: requests.Response, url: str, doing: str) -> HqsSdkError 
             "BackendConfigurationREST(token=...) with a valid token (the service's "
             "administrator creates one with `hqs-sdk-server token create --user NAME`)",
             response=reply, problem=problem)
-    kind = {404: NotFound, 409: NotFinished}.get(code)
-    if kind is not None:
-        return kind(f"{doing}: {said}", response=reply, problem=problem)
+    if code == 404:
+        return NotFound(
+            f"{url} answered {doing}: {said}; check the id (`hqs-sdk executions list` shows "
+            "your executions) and that the token is of the user who made it",
+            response=reply, problem=problem)
+    if code == 409:  # the service's message says to ask again; a proxy's page does not
+        return NotFinished(f"{url} answered {doing}: {said}" + (
+            "" if problem is not None else "; ask again when the execution has finished"),
+            response=reply, problem=problem)
     return Refused(f"{url} refused {doing}: {said}", response=reply, problem=problem)

@@ -91,6 +91,7 @@ def test_an_unknown_execution_is_not_found_with_the_services_404(service: Servic
     assert error.status_code == 404
     assert error.problem is not None and error.problem.error == "not_found"
     assert "no-such-execution" in error.problem.message
+    assert service.url in str(error) and "hqs-sdk executions list" in str(error)  # what next
 
 
 def test_a_request_the_service_cannot_run_is_refused_with_its_422(service: Service,
@@ -120,6 +121,7 @@ def test_the_response_of_a_running_execution_is_not_finished_with_a_409(
 
     assert isinstance(caught.value, NotFinished)
     assert caught.value.status_code == 409
+    assert "ask again when it has finished" in str(caught.value)  # the service's next step
 
 
 def test_a_status_error_keeps_its_details_through_pickle(service: Service, alice: str) -> None:
