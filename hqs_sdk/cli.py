@@ -324,13 +324,16 @@ def _add_deprecated_commands(sub: _Commands, pm: pluggy.PluginManager) -> None:
         except PluginConflictError:
             raise
         except Exception as exc:
-            _skip_plugin(impl.plugin_name, exc)
+            _skip_plugin(impl.plugin_name, exc, hook="hqs_sdk_cli_commands")
 
 
-def _skip_plugin(plugin: str, exc: Exception) -> None:
+def _skip_plugin(plugin: str, exc: Exception, hook: str = "hqs_sdk_commands") -> None:
     # A broken plugin must not take `hqs-sdk plugins` and `cache` down with it.
-    log.warning("hqs-sdk: skipping the commands of plugin %r: it failed in "
-                "hqs_sdk_commands (%s: %s)", plugin, type(exc).__name__, exc)
+    from hqs_sdk.plugins import DISABLE_ENV
+
+    log.warning("hqs-sdk: skipping the commands of plugin %r: it failed in %s (%s: %s); fix "
+                "it, or block it with %s=%s", plugin, hook, type(exc).__name__, exc,
+                DISABLE_ENV, plugin)
 
 
 def _add_cache_options(parser: argparse.ArgumentParser, default: Any) -> None:

@@ -169,6 +169,7 @@ def test_a_plugin_whose_hook_fails_is_skipped_with_a_warning(
                           ("badargs", "RuntimeError: no arguments today")):
         assert f"skipping the commands of plugin {plugin!r}" in caplog.text
         assert error in caplog.text
+        assert f"block it with HQS_SDK_DISABLE_PLUGINS={plugin}" in caplog.text
 
 
 def test_a_record_that_is_not_a_cli_command_is_skipped_with_a_warning(
@@ -200,6 +201,25 @@ def test_the_deprecated_hook_warns_what_to_use_instead_and_keeps_working(
         pm.register(_DeprecatedPlugin(), name="old")
     assert main(["greet", "--shout", "world"]) == 0
     assert capsys.readouterr().out == "HELLO, WORLD!\n"
+
+
+def test_a_deprecated_hook_that_fails_is_skipped_with_a_warning_naming_that_hook(
+    pm: PluginManager, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        @hookimpl
+        def hqs_sdk_cli_commands(self, subparsers: Any) -> None:
+            raise RuntimeError("old and broken")
+
+    with pytest.warns(DeprecationWarning):
+        pm.register(Broken(), name="old")
+    pm.register(_GreetPlugin(), name="greeter")
+    with caplog.at_level(logging.WARNING, logger="hqs_sdk"):
+        assert main(["greet", "world"]) == 0
+    assert capsys.readouterr().out == "Hello, world!\n"
+    assert ("skipping the commands of plugin 'old': it failed in hqs_sdk_cli_commands "
+            "(RuntimeError: old and broken); fix it, or block it with "
+            "HQS_SDK_DISABLE_PLUGINS=old") in caplog.text
 
 
 def test_a_deprecated_command_and_a_new_one_of_one_name_are_refused_naming_both(
