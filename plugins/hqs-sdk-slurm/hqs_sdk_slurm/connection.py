@@ -19,9 +19,7 @@ next call opens a new connection.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
 import os
 import posixpath
@@ -119,12 +117,6 @@ def _temporary_name(path: str) -> str:
                           f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
 
 
-def fingerprint(key: Any) -> str:
-    """A host key's fingerprint as OpenSSH shows it (``SHA256:...``)."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
 def _host_key_policy(session: SSHSession, mode: str, record_in: str | None,
                      checked: list[str]) -> Any:
     """A paramiko policy for keys in none of the ``checked`` files (see the module docstring).
@@ -136,7 +128,7 @@ def _host_key_policy(session: SSHSession, mode: str, record_in: str | None,
 
     class Policy(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-            print_ = fingerprint(key)
+            print_ = key.fingerprint  # as OpenSSH shows it: SHA256:...
             if mode not in _ACCEPTING:
                 plain = hostname.lstrip("[").split("]")[0]
                 port = hostname.rsplit(":", 1)[1] if hostname.startswith("[") else None
