@@ -201,9 +201,10 @@ def _greet(name: str) -> str:
 @pytest.fixture
 def hits(request: pytest.FixtureRequest) -> Any:
     """A task with two calls whose succeeded entries sit in a fresh in-memory cache."""
+    import attrs
+
     from hqs_sdk import scoped_config
     from hqs_sdk.cache import CacheConfigurationMemory, open_cache
-    from hqs_sdk.models import CacheEntry
     from hqs_sdk.tasks import Task
     from hqs_sdk.testing.entries import make_entry
 
@@ -213,12 +214,9 @@ def hits(request: pytest.FixtureRequest) -> Any:
     calls = [task.bind("a"), task.bind("b")]
     for call in calls:
         entry = make_entry(call.cache_key)
-        assert entry.response is not None
-        cache.put(CacheEntry(call.cache_key, entry.request, "local", entry.state, entry.handle,
-                             TaskExecutionResponse(entry.request.execution_id,
-                                                   ExecutionState.SUCCEEDED,
-                                                   output=f"cached {call.input['name']}"),
-                             entry.updated_at))
+        assert entry.response is not None and entry.backend == "local"
+        cache.put(attrs.evolve(entry, response=attrs.evolve(
+            entry.response, output=f"cached {call.input['name']}")))
     with scoped_config(cache=config):
         yield task, calls
 
