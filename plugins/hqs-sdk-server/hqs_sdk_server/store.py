@@ -192,7 +192,23 @@ class Store:
         back afterwards; a new submission costs no ``SELECT``.
         """
         ids = [r.execution_id for r in requests]
-        new = self._new_rows(user_id, requests)
+        rows = self._new_rows(user_id, requests)
+        try:
+            found, new = self._store_new(user_id, ids, rows)
+        except sa.exc.IntegrityError:
+            # Without ON CONFLICT only: a concurrent retry of the same submission inserted
+            # between the look-up and the insert; its rows are there now.
+            found, new = self._store_new(user_id, ids, rows)
+        infos = {i: info_from_row(row) for i, row in found.items()}
+        for i, values in new.items():  # as a read-back would give them, without the query
+            infos[i] = info_from_row(SimpleNamespace(
+                **values, started_at=None, finished_at=None, progress=None))
+        return [infos[i] for i in ids]
+
+    def _store_new(self, user_id: int, ids: list[str], new: dict[str, dict[str, Any]]
+                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Insert the rows of ``new`` whose ids the user does not have; the rows found
+        instead, and the rows inserted, by id."""
         with self.engine.begin() as db:
             if self._insert_new is None:
                 found = self._rows(db, user_id, ids)
@@ -204,11 +220,7 @@ class Store:
                 new = {i: values for i, values in new.items() if i in inserted}
                 found = self._rows(db, user_id, [i for i in ids if i not in new]) \
                     if len(new) < len(ids) else {}
-        infos = {i: info_from_row(row) for i, row in found.items()}
-        for i, values in new.items():  # as a read-back would give them, without the query
-            infos[i] = info_from_row(SimpleNamespace(
-                **values, started_at=None, finished_at=None, progress=None))
-        return [infos[i] for i in ids]
+        return found, new
 
     @staticmethod
     def _new_rows(user_id: int, requests: Sequence[TaskExecutionRequest]

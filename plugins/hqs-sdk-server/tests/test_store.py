@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -139,3 +139,27 @@ def test_a_batch_mixing_known_new_and_repeated_ids_stores_each_new_one_once(
                                      (second.execution_id, "queued")])
     # The same batch again stores nothing and answers the same.
     assert Store(engine).submit(dave, [first, known, second, first]) == infos
+
+
+def test_without_on_conflict_a_submission_that_lost_the_race_answers_the_rows_there(
+        engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database without ``INSERT ... ON CONFLICT`` looks ids up first: a concurrent retry of
+    the same submission can insert them after the look-up (played here by a look-up that
+    misses them once); the insert then fails, and the submission answers what is there."""
+    from hqs_sdk.testing import tasks
+    from hqs_sdk.testing.backend_contract import make_request
+
+    erin = _user(engine, "erin")
+    request = make_request(tasks.add, a=3, b=3)
+    there = Store(engine).submit(erin, [request])
+    store = Store(engine)
+    store._insert_new = None  # as on SQLite before 3.35
+    looked: list[Sequence[str]] = []
+
+    def stale_once(db: Any, user_id: int, ids: Sequence[str], response: bool = False) -> Any:
+        looked.append(ids)
+        return {} if len(looked) == 1 else Store._rows(db, user_id, ids, response)
+
+    monkeypatch.setattr(store, "_rows", stale_once)
+    assert store.submit(erin, [request]) == there
+    assert len(looked) == 2
