@@ -54,8 +54,7 @@ def run(samples: int, calls: int = 200, pending: int = 1000) -> list[dict[str, A
         subprocess.run(["bash", str(SCRIPT), "up", str(state)], check=True,
                        capture_output=True, timeout=180)
         try:
-            env = dict(line.split("=", 1) for line in (state / "env").read_text().split("\n")
-                       if line)
+            env = slurm_e2e.cluster_env(state / "env")
             io = Path(env["HQS_TEST_SLURM_IO"])
             # First, while the queue is empty and nothing else runs on the cluster:
             end_to_end = slurm_e2e.run(env, io, samples)
@@ -118,9 +117,10 @@ import os, resource, sys, threading, time
 import attrs
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from bench_slurm import _config
+from slurm_e2e import cluster_env
 from hqs_sdk import CacheMode, global_config, run_many
 from hqs_sdk.testing import tasks
-env = dict(l.split("=", 1) for l in open(sys.argv[1]).read().split("\\n") if l)
+env = cluster_env(sys.argv[1])
 global_config.backend = attrs.evolve(_config(env, sys.argv[2]), sbatch_extra=["--hold"])
 global_config.cache.mode = CacheMode.DISABLED
 threading.Thread(target=lambda: run_many([tasks.sleep.bind(60 + i / 1000)

@@ -32,15 +32,22 @@ CLIENT = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from bench_slurm import _config
+from slurm_e2e import cluster_env
 from hqs_sdk import CacheMode, global_config, run_many
 from hqs_sdk.testing import tasks
-env = dict(l.split("=", 1) for l in open(sys.argv[1]).read().split("\\n") if l)
+env = cluster_env(sys.argv[1])
 global_config.backend = _config(env, sys.argv[2])
 global_config.cache.mode = CacheMode.DISABLED
 n, salt = int(sys.argv[3]), int(sys.argv[4])
 out = run_many([tasks.add.bind(i, salt) for i in range(n)])
 assert out == [i + salt for i in range(n)], out
 """
+
+
+def cluster_env(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The test cluster's ``env`` file (``NAME=value`` lines, scripts/test-cluster.sh up)."""
+    text = Path(path).read_text()
+    return dict(line.split("=", 1) for line in text.split("\n") if line)
 
 
 def _ssh(env: dict[str, str], command: str, timeout: float = 120) -> str:
@@ -126,7 +133,7 @@ def run(env: dict[str, str], io: Path, samples: int,
 if __name__ == "__main__":
     # Against a cluster already up: python bench/slurm_e2e.py STATE_DIR [SIZE ...]
     state = Path(sys.argv[1])
-    env = dict(line.split("=", 1) for line in (state / "env").read_text().split("\n") if line)
+    env = cluster_env(state / "env")
     sizes = tuple(int(a) for a in sys.argv[2:]) or (60, 200)
     for record in run(env, Path(env["HQS_TEST_SLURM_IO"]), 7, sizes):
         print(record)

@@ -28,12 +28,13 @@ t0 = time.time()
 import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from bench_slurm import _config
+from slurm_e2e import cluster_env
 from hqs_sdk import CacheMode, global_config, run_many
 from hqs_sdk.config import current_config
 from hqs_sdk.runner import backend_for
 from hqs_sdk.testing import tasks
 stamps = [("start", t0, ""), ("imported", time.time(), "")]
-env = dict(l.split("=", 1) for l in open(sys.argv[1]).read().split("\\n") if l)
+env = cluster_env(sys.argv[1])
 global_config.backend = _config(env, sys.argv[2])
 global_config.cache.mode = CacheMode.DISABLED
 backend = backend_for(global_config.backend, current_config())[1]
@@ -108,7 +109,7 @@ def profile_bare(env: dict[str, str], io: Path, calls: int) -> dict[str, Any]:
 
 if __name__ == "__main__":
     state = Path(sys.argv[1])
-    env = dict(line.split("=", 1) for line in (state / "env").read_text().split("\n") if line)
+    env = slurm_e2e.cluster_env(state / "env")
     calls = int(sys.argv[2]) if len(sys.argv) > 2 else 60
     io = Path(env["HQS_TEST_SLURM_IO"])
     slurm_e2e._wait_idle(env)
