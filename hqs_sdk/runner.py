@@ -61,7 +61,7 @@ from hqs_sdk.errors import (
     TaskFailedError,
     TaskTimedOutError,
 )
-from hqs_sdk.fileref import FileRef, map_filerefs
+from hqs_sdk.fileref import FileRef, locations
 from hqs_sdk.models import (
     CacheEntry,
     CacheMode,
@@ -610,15 +610,7 @@ def _unrecord(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None,
 def _has_urls(value: Any) -> bool:
     if type(value) in _SCALARS:
         return False  # no file reference in it (most outputs, and every cache hit asks)
-    found = False
-
-    def look(location: str) -> str:
-        nonlocal found
-        found = found or FileRef(location).is_url
-        return location
-
-    map_filerefs(value, look)
-    return found
+    return any(FileRef(location).is_url for location in locations(value))
 
 
 def _refreshed(entry: CacheEntry, configuration: Configuration, cache: Cache | None
