@@ -526,7 +526,9 @@ def _submit_new(call: TaskCall[R], configuration: Configuration, cache: Cache | 
         if mode is CacheMode.WRITE_ONLY:
             cache.put(entry)
         else:
-            other = _claim(cache, entry, replaces)
+            # None: stored, also when the entry it replaces was deleted meanwhile (the claim
+            # contract, Cache.claim); else the entry another process recorded first.
+            other = cache.claim(entry, replaces=replaces)
             if other is not None:
                 log.debug("another process recorded %s first; using its entry", call.cache_key)
                 return other
@@ -580,15 +582,6 @@ def _hand_over(hub: PollHub, call: TaskCall[Any], entry: CacheEntry, cache: Cach
                    "re-run the script to finish it (it is recorded in the cache and will not "
                    "run twice).")
         raise
-
-
-def _claim(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None) -> CacheEntry | None:
-    """Record ``entry`` unless another process did first; return that process's entry.
-
-    ``None`` means ``entry`` is stored, also when the entry it replaces was deleted meanwhile
-    (the claim contract, :meth:`hqs_sdk.cache.Cache.claim`).
-    """
-    return cache.claim(entry, replaces=replaces)
 
 
 def _unrecord(cache: Cache, entry: CacheEntry, replaces: CacheEntry | None,
