@@ -333,7 +333,12 @@ def commands() -> list[CliCommand]:
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the commands of :func:`commands` to an ``add_subparsers()`` object (the form of the
-    deprecated ``hqs_sdk_cli_commands`` hook)."""
+    deprecated ``hqs_sdk_cli_commands`` hook). Deprecated: use :func:`commands`."""
+    import warnings
+
+    warnings.warn("hqs_sdk_rest.cli.add_commands is deprecated: the commands are the records "
+                  "of hqs_sdk_rest.cli.commands(), for the hqs_sdk_commands hook",
+                  DeprecationWarning, stacklevel=2)
     for command in commands():
         parser = subparsers.add_parser(command.name, help=command.help,
                                        description=command.description or command.help)

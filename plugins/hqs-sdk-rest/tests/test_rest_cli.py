@@ -293,3 +293,14 @@ def test_commands_use_the_environment_before_the_saved_login(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["response"]["output"] == 5
     assert not saved_file(env).exists()
+
+
+def test_add_commands_of_the_old_hook_form_still_works_and_warns() -> None:
+    import argparse
+
+    from hqs_sdk_rest.cli import add_commands
+
+    parser = argparse.ArgumentParser()
+    with pytest.warns(DeprecationWarning, match=r"hqs_sdk_rest\.cli\.commands\(\)"):
+        add_commands(parser.add_subparsers())
+    assert parser.parse_args(["login", "--url", "http://x"]).url == "http://x"
