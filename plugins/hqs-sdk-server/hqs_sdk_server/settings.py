@@ -165,8 +165,7 @@ class Settings:
         """
         from hqs_sdk.plugins import registry
 
+        # Not closed: a backend's close may end what it shares with the process's other
+        # instances (the Slurm backend's SSH session), and answering opens nothing.
         backend = registry().backend_spec_for(config).backend_class(config)
-        try:
-            return list(backend.output_locations(run_id))
-        finally:
-            backend.close()
+        return list(backend.output_locations(run_id))
