@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from hqs_sdk.backend import Backend, BackendConfiguration
+from hqs_sdk.backend import BackendConfiguration
 
 if TYPE_CHECKING:
     from hqs_sdk.remote_files import FetchPolicy
@@ -25,11 +25,6 @@ def _masked(url: str | None) -> str | None:
     from hqs_sdk_server.db import masked
 
     return None if url is None else masked(url)
-
-
-def _delegates(backend_class: type[Backend]) -> bool:
-    """True for a backend that hands executions to a task service (the REST backend)."""
-    return bool(getattr(backend_class, "delegates_to_service", False))
 
 
 def default_data_dir() -> Path:
@@ -130,9 +125,9 @@ class Settings:
                                 f"backend {name!r}: set the tasks' environment there (e.g. "
                                 "preparation_script_before of the Slurm backend)")
         backends = registry().backends
-        if name not in backends or _delegates(backends[name].backend_class):
+        if name not in backends or backends[name].backend_class.delegates_to_service:
             usable = ", ".join(sorted(b for b, spec in backends.items()
-                                      if not _delegates(spec.backend_class)))
+                                      if not spec.backend_class.delegates_to_service))
             raise SettingsError(f"{where} names the backend {name!r}; the installed backends "
                                 f"the service can use are: {usable}")
         try:
