@@ -105,15 +105,17 @@ def _request(path: str, message: dict[str, Any], fds: list[int]) -> int:
 
 
 def _start_server(path: str, env: dict[str, str]) -> int:
+    """Start the server for ``path`` detached, as the core starts a worker: its exit status is
+    collected by hqs_sdk.control's reaper, so a server that exits when idle leaves no zombie
+    in the client."""
+    from hqs_sdk.control import WorkerCommand, spawn_detached
+
     server_env = {name: env[name] for name in SERVER_ENV if name in env}
+    command = WorkerCommand((sys.executable, "-m", "hqs_sdk_local.forkserver", path),
+                            server_env, {})
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        return os.posix_spawn(
-            sys.executable, [sys.executable, "-m", "hqs_sdk_local.forkserver", path], server_env,
-            file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-                          (os.POSIX_SPAWN_DUP2, devnull, 2)],
-            setsid=True,
-        )
+        return spawn_detached(command, devnull, devnull)  # no lock: fd 3 is /dev/null too
     finally:
         os.close(devnull)
 
@@ -121,8 +123,8 @@ def _start_server(path: str, env: dict[str, str]) -> int:
 def _exited(pid: int) -> bool:
     try:
         return os.waitpid(pid, os.WNOHANG)[0] != 0
-    except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): wait on the clock
-        return False
+    except ChildProcessError:  # already collected (the reaper, or SIGCHLD ignored): gone
+        return True
 
 
 def spawn_worker(path: str, argv: list[str], env: dict[str, str], cwd: str, lock_fd: int,

@@ -251,6 +251,30 @@ def test_workers_come_from_the_fork_server_and_survive_it(hqs_config: Any, tmp_p
     assert response.state is ExecutionState.SUCCEEDED
 
 
+def test_an_idle_fork_server_that_exits_leaves_no_zombie(hqs_config: Any, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from hqs_sdk_local import forkserver
+
+    started: list[int] = []
+    start_server = forkserver._start_server
+
+    def note(path: str, env: dict[str, str]) -> int:
+        started.append(start_server(path, env))
+        return started[-1]
+
+    monkeypatch.setattr(forkserver, "_start_server", note)
+    monkeypatch.setenv("HQS_SDK_FORK_SERVER_IDLE", "1")
+    backend = LocalBackend(BackendConfigurationLocal(work_dir=str(tmp_path / "work")))
+    assert wait_finished(backend, backend.submit(make_request(tasks.add, a=2)), 30).output == 2
+    assert len(started) == 1, "the client started one fork server"
+    deadline = time.monotonic() + 15
+    while os.path.exists(f"/proc/{started[0]}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = "gone" if not os.path.exists(f"/proc/{started[0]}") else (
+        "a zombie" if not _pid_alive(started[0]) else "running")
+    assert state == "gone", f"the idle fork server {started[0]} is {state} after 15 s"
+
+
 def test_without_the_fork_server_workers_are_spawned(hqs_config: Any, tmp_path: Path) -> None:
     config = BackendConfigurationLocal(work_dir=str(tmp_path / "work"), fork_server=False)
     backend = LocalBackend(config)
