@@ -267,12 +267,13 @@ class Task(Generic[R]):
                 {p.name: p.default for p in parameters if p.default is not p.empty})
 
     def _argument_checks(self) -> dict[str, tuple[Any, str, bool, Any]]:
-        """Per parameter, computed once: annotation, where (for messages), plain, list item."""
+        """Per parameter (``*args`` and ``**kwargs`` too), computed once: annotation, where (for
+        messages), plain, list item."""
         checks = self._checks
         if checks is None:
             hints = self._type_hints()
             checks = {}
-            for arg_name in (self._plan or (None, {}))[0] or ():
+            for arg_name in self._signature_of().parameters:
                 annotation = hints.get(arg_name, Any)
                 plain = annotation is Any or annotation in _PLAIN
                 checks[arg_name] = (annotation, f"argument {arg_name!r} of task {self.name!r}",
@@ -295,13 +296,7 @@ class Task(Generic[R]):
         checks = self._argument_checks()
         data: dict[str, Any] = {}
         for arg_name, value in arguments.items():
-            check = checks.get(arg_name)
-            if check is None:  # a parameter the plan does not cover (*args, **kwargs)
-                annotation = self._type_hints().get(arg_name, Any)
-                plain = annotation is Any or annotation in _PLAIN
-                check = (annotation, f"argument {arg_name!r} of task {self.name!r}", plain,
-                         None if plain else _plain_item(annotation))
-            annotation, where, plain, item = check
+            annotation, where, plain, item = checks[arg_name]
             if type(value) in _EXACT_JSON.get(annotation, ()):
                 data[arg_name] = value  # the type asked for, and JSON carries it as it is
             elif plain or item is not None:
