@@ -146,7 +146,13 @@ def test_a_client_follows_an_upgrade_to_https_on_the_same_host_only() -> None:
 
 def test_the_former_private_module_name_still_imports() -> None:
     """hqs-sdk-server 0.1 releases import the fetch policy from hqs_sdk._remote_files."""
-    from hqs_sdk import _remote_files, remote_files
+    import importlib
+    import sys
 
-    assert _remote_files.FetchPolicy is remote_files.FetchPolicy
-    assert _remote_files.POLICY_ENV == remote_files.POLICY_ENV
+    from hqs_sdk import remote_files
+
+    sys.modules.pop("hqs_sdk._remote_files", None)
+    with pytest.warns(DeprecationWarning, match=r"import hqs_sdk\.remote_files instead"):
+        old = importlib.import_module("hqs_sdk._remote_files")
+    assert old.FetchPolicy is remote_files.FetchPolicy
+    assert old.POLICY_ENV == remote_files.POLICY_ENV
