@@ -227,12 +227,14 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     data, fds, _, _ = socket.recv_fds(conn, _MAX_MESSAGE, 2)
     while chunk := conn.recv(_MAX_MESSAGE):
         data += chunk
-    message = json.loads(data)
-    if len(fds) != 2:
+    try:
+        if len(fds) != 2:
+            raise ValueError("expected the lock and log descriptors")
+        return json.loads(data), fds
+    except ValueError:  # a bad request: its descriptors are not kept open in the server
         for fd in fds:
             os.close(fd)
-        raise ValueError("expected the lock and log descriptors")
-    return message, fds
+        raise
 
 
 def _answer(conn: socket.socket, server: socket.socket) -> None:

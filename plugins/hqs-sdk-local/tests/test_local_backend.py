@@ -335,3 +335,20 @@ def test_a_deep_work_folder_gets_its_fork_server_all_the_same(hqs_config: Any,
     assert _server_listens(backend)
     folder = Path(backend._fork_server).parent
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_bad_request_to_the_fork_server_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """A request that is not JSON is refused, and the two descriptors that came with it are
+    closed: a long-running fork server would otherwise leak two per bad request."""
+    import socket
+
+    from hqs_sdk_local import forkserver
+
+    server, client = socket.socketpair()
+    with server, client, open(tmp_path / "a", "w") as a, open(tmp_path / "b", "w") as b:
+        before = len(os.listdir("/proc/self/fd"))
+        socket.send_fds(client, [b"{not json"], [a.fileno(), b.fileno()])
+        client.shutdown(socket.SHUT_WR)
+        with pytest.raises(ValueError):
+            forkserver._receive(server)
+        assert len(os.listdir("/proc/self/fd")) == before
