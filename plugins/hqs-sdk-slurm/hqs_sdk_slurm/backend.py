@@ -453,12 +453,15 @@ class SlurmBackend(Backend):
     def fetch(self, handle: Handle) -> TaskExecutionResponse:
         folder = self._folder(handle)
         raw = self._read(posixpath.join(folder, RESPONSE), "fetching a response")
-        data = json.loads(raw) if raw is not None else self._vanished(handle, folder)
-        data["output"] = map_filerefs(data.get("output"), self._client_location)
         try:
+            data = json.loads(raw) if raw is not None else self._vanished(handle, folder)
+            data["output"] = map_filerefs(data.get("output"), self._client_location)
             return converter.structure(data, TaskExecutionResponse)
         except Exception as exc:
-            raise BackendError(f"the response in {folder} is unreadable: {exc}") from exc
+            raise BackendError(
+                f"the response in {folder} on {self.cfg.login_host} is unreadable: {exc}. The "
+                "worker writes it whole, so something else changed it: move that folder aside "
+                "and run the call again") from exc
 
     def _vanished(self, handle: Handle, folder: str) -> dict[str, Any]:
         """The response of an execution whose worker wrote none (see

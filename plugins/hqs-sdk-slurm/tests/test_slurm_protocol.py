@@ -83,3 +83,22 @@ def test_a_job_that_ended_after_its_task_keeps_the_tasks_result(slurm_config: An
     finally:
         backend.close()
     assert (response.state, response.output) == (ExecutionState.SUCCEEDED, 7)
+
+
+def test_a_damaged_response_is_a_backend_error_that_says_what_to_do(slurm_config: Any) -> None:
+    """A ``response.json`` that is not JSON (the worker writes it whole, so something else
+    changed it) is reported with the folder and the remedy, not as a bare JSONDecodeError."""
+    from hqs_sdk.errors import BackendError
+
+    config = attrs.evolve(slurm_config, slurm_tmp_io_local=slurm_config.slurm_tmp_io)
+    backend = SlurmBackend(config)
+    try:
+        request = make_request(tasks.add, a=1, b=2)
+        handle = backend.submit(request)
+        wait_finished(backend, handle, 90)
+        folder = Path(backend.output_locations(request.execution_id, handle)[-1])
+        (folder / "response.json").write_text("{not json")
+        with pytest.raises(BackendError, match="move that folder aside"):
+            backend.fetch(handle)
+    finally:
+        backend.close()
