@@ -140,7 +140,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``hqs-sdk local`` to the top-level ``add_subparsers()`` object ``subparsers``."""
+    """Add ``hqs-sdk local`` to the top-level ``add_subparsers()`` object ``subparsers`` (the
+    form of the deprecated ``hqs_sdk_cli_commands`` hook). Deprecated: the plugin's
+    ``hqs_sdk_commands`` hook describes the command with :data:`HELP` and :func:`add_arguments`."""
+    import warnings
+
+    warnings.warn("hqs_sdk_local.commands.add_commands is deprecated: the plugin's "
+                  "hqs_sdk_commands hook adds `hqs-sdk local` (HELP and add_arguments)",
+                  DeprecationWarning, stacklevel=2)
     add_arguments(subparsers.add_parser("local", help=HELP))
 
 

@@ -212,3 +212,14 @@ def test_a_starting_backend_names_the_commands_once_a_day_when_executions_are_ol
     assert "`hqs-sdk local prune --older-than 30d`" in hint and "at most once a day" in hint
     assert "hqs-sdk local prune" not in script_stderr()  # said today already
     assert len(_folders(work)["add"]) == 4  # one per run, and nothing was deleted
+
+
+def test_add_commands_of_the_old_hook_form_still_works_and_warns() -> None:
+    import argparse
+
+    from hqs_sdk_local.commands import add_commands
+
+    parser = argparse.ArgumentParser()
+    with pytest.warns(DeprecationWarning, match="hqs_sdk_commands hook"):
+        add_commands(parser.add_subparsers())
+    assert parser.parse_args(["local", "du"]).local_command == "du"
